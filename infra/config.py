@@ -1,0 +1,454 @@
+"""Typed, validated stack configuration (pure: no Pulumi import).
+
+``infra/__main__.py`` reads the ``aidc:`` namespace (keys ``cluster``, ``storage``, ``access``,
+``tags``) and calls :func:`load_stack_config`; everything below is validated before any resource
+is declared. A mistake raises one :class:`ConfigError` whose message names the key path, the
+value and what is allowed, e.g.::
+
+    aidc:cluster.nodePools[0].instanceType: 'p5.48xlarg' is not a known instance type;
+    did you mean 'p5.48xlarge'?
+
+Field defaults are stated once, here, in the field definitions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from infra import catalog
+from infra.tags import RESERVED_TAG_PREFIXES
+
+NAMESPACE = "aidc"
+CONFIG_KEYS = ("cluster", "storage", "access", "tags")
+DEFAULT_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+
+
+class ConfigError(ValueError):
+    """A user mistake in stack config; the message is meant to be shown as is (no traceback)."""
+
+
+class _Model(BaseModel):
+    """camelCase keys in YAML, snake_case in Python; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class RootVolume(_Model):
+    """gp3 root volume, always encrypted with the stack's CMK."""
+
+    size_gib: int = Field(
+        200, alias="sizeGiB", ge=50, le=16384, description="Root volume size in GiB (DLAMIs need >= 50)."
+    )
+    iops: int = Field(3000, ge=3000, le=16000, description="gp3 IOPS (3000-16000).")
+    throughput_mibps: int = Field(
+        125, ge=125, le=1000, alias="throughputMiBps", description="gp3 throughput in MiB/s (125-1000)."
+    )
+
+
+CapacityType = Literal["on-demand", "spot", "capacity-block", "odcr"]
+
+
+class Capacity(_Model):
+    """Where the instances' capacity comes from.
+
+    ``capacity-block`` and ``odcr`` target ``reservationId``; ``reservationInstanceCount`` and
+    ``reservationAvailabilityZone`` describe that reservation (as shown by the console or
+    ``aws ec2 describe-capacity-reservations``) so the count and AZ can be checked before deploy.
+    """
+
+    type: CapacityType = "on-demand"
+    reservation_id: str | None = None
+    reservation_instance_count: int | None = Field(None, ge=1)
+    reservation_availability_zone: str | None = None
+
+    @model_validator(mode="after")
+    def _reservation_fields(self) -> Capacity:
+        reserved = self.type in ("capacity-block", "odcr")
+        if reserved:
+            for field in ("reservation_id", "reservation_instance_count", "reservation_availability_zone"):
+                if getattr(self, field) is None:
+                    raise ValueError(f"{to_camel(field)} is required when type is {self.type!r}")
+            if not re.fullmatch(r"cr-[0-9a-f]{8,17}", self.reservation_id or ""):
+                raise ValueError(
+                    f"reservationId {self.reservation_id!r} is not a capacity reservation id (cr-xxxxxxxx)"
+                )
+        elif self.reservation_id is not None:
+            raise ValueError(f"reservationId is only allowed with type 'capacity-block' or 'odcr', not {self.type!r}")
+        return self
+
+
+class Ami(_Model):
+    """Node image: an SSM parameter (default: DL Base OSS Nvidia Driver GPU AMI, Ubuntu 22.04) or an id."""
+
+    ssm_parameter: str | None = None
+    id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Ami:
+        if self.ssm_parameter and self.id:
+            raise ValueError("ssmParameter and id are mutually exclusive")
+        if self.id and not re.fullmatch(r"ami-[0-9a-f]{8,17}", self.id):
+            raise ValueError(f"id {self.id!r} is not an AMI id (ami-xxxxxxxx)")
+        return self
+
+    @property
+    def parameter(self) -> str | None:
+        if self.id:
+            return None
+        return self.ssm_parameter or DEFAULT_AMI_PARAMETER
+
+
+class Autoscaling(_Model):
+    """Auto Scaling group bounds (inference pools only); desired capacity starts at the pool count."""
+
+    min_size: int = Field(0, ge=0)
+    max_size: int = Field(..., ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_size > self.max_size:
+            raise ValueError(f"minSize ({self.min_size}) must not exceed maxSize ({self.max_size})")
+        return self
+
+
+_NAME_RE = r"[a-z][a-z0-9-]{0,22}[a-z0-9]|[a-z]"
+
+
+class NodePool(_Model):
+    """One homogeneous group of GPU nodes.
+
+    ``efa`` unset means: on when the type has EFA and the role is ``train``. ``placementGroup``
+    unset means: on exactly when the pool uses EFA. ``availabilityZones`` unset means: the first
+    cluster AZ (EFA pools must stay in one AZ), or all cluster AZs for Auto Scaling pools.
+    """
+
+    name: str = Field(..., pattern=rf"^({_NAME_RE})$")
+    role: Literal["train", "infer", "head"] = "train"
+    instance_type: str
+    count: int = Field(1, ge=0, le=512)
+    efa: bool | None = None
+    placement_group: bool | None = None
+    availability_zones: list[str] | None = Field(None, min_length=1)
+    capacity: Capacity = Capacity()
+    root_volume: RootVolume = RootVolume()
+    ami: Ami = Ami()
+    imds_hop_limit: int = Field(1, ge=1, le=3, description="IMDSv2 hop limit; 2 when containers call IMDS.")
+    autoscaling: Autoscaling | None = None
+
+    @field_validator("instance_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        try:
+            catalog.instance_type(value)
+        except catalog.UnknownInstanceType as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def spec(self) -> catalog.InstanceType:
+        return catalog.instance_type(self.instance_type)
+
+    @property
+    def uses_efa(self) -> bool:
+        if self.efa is None:
+            return self.spec.efa_supported and self.role == "train"
+        return self.efa
+
+    @property
+    def uses_placement_group(self) -> bool:
+        return self.uses_efa if self.placement_group is None else self.placement_group
+
+    @model_validator(mode="after")
+    def _pool_rules(self) -> NodePool:
+        spec = self.spec
+        if self.efa and not spec.efa_supported:
+            with_efa = sorted(t.name for t in catalog.CATALOG.values() if t.family == spec.family and t.efa_supported)
+            hint = f" ({spec.family} types with EFA: {', '.join(with_efa)})" if with_efa else ""
+            raise ValueError(f"efa: {self.instance_type!r} has no EFA interfaces{hint}")
+        if self.uses_efa and self.availability_zones and len(set(self.availability_zones)) > 1:
+            raise ValueError(
+                f"availabilityZones: {self.availability_zones} spans several AZs, but EFA traffic cannot "
+                "cross AZs; give exactly one AZ for an EFA pool"
+            )
+        cap = self.capacity
+        if cap.type == "spot" and self.uses_efa:
+            raise ValueError(
+                "capacity.type: 'spot' is not allowed for an EFA pool (interruptions break collectives); "
+                "use on-demand, odcr or capacity-block"
+            )
+        if cap.type in ("capacity-block", "odcr") and cap.reservation_instance_count != self.count:
+            raise ValueError(
+                f"count: {self.count} differs from capacity.reservationInstanceCount "
+                f"({cap.reservation_instance_count}) of reservation {cap.reservation_id}; they must be equal"
+            )
+        if self.autoscaling is not None:
+            if self.role != "infer":
+                raise ValueError(f"autoscaling: only allowed for role 'infer', not {self.role!r}")
+            if cap.type in ("capacity-block", "odcr"):
+                raise ValueError("autoscaling: cannot be combined with a capacity reservation")
+            if not self.autoscaling.min_size <= self.count <= self.autoscaling.max_size:
+                raise ValueError(
+                    f"count: {self.count} must lie within autoscaling minSize..maxSize "
+                    f"({self.autoscaling.min_size}..{self.autoscaling.max_size})"
+                )
+        return self
+
+
+class Cluster(_Model):
+    """Cluster-wide network settings and the node pools."""
+
+    name: str = Field(..., pattern=rf"^({_NAME_RE})$", description="Lowercase, <= 24 chars; prefixes resource names.")
+    availability_zones: list[str] = Field(..., min_length=2, max_length=6)
+    vpc_cidr: str = "10.42.0.0/16"
+    nat_mode: Literal["single", "per-az"] = "single"
+    ssm_endpoints: bool = Field(True, description="Interface endpoints for ssm, ssmmessages, ec2messages.")
+    flow_log_retention_days: int = Field(90, ge=1, le=3653)
+    node_pools: list[NodePool] = Field(default_factory=list)
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _distinct_azs(cls, value: list[str]) -> list[str]:
+        for az in value:
+            if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d[a-z]", az):
+                raise ValueError(f"{az!r} is not an availability zone name (like 'us-east-1a')")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} lists an availability zone twice")
+        return value
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IPv4 network in CIDR form ({exc})") from None
+        if net.version != 4 or not 16 <= net.prefixlen <= 22:
+            raise ValueError(
+                f"{value!r} must be an IPv4 network from /16 to /22 (AWS allows /16../28; "
+                "GPU pools need room for many NICs)"
+            )
+        if not net.is_private:
+            raise ValueError(f"{value!r} is not in a private range (10/8, 172.16/12, 192.168/16)")
+        return value
+
+    @model_validator(mode="after")
+    def _pools(self) -> Cluster:
+        names = [p.name for p in self.node_pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"nodePools: pool names must be unique, {dupes} repeated")
+        for i, pool in enumerate(self.node_pools):
+            unknown = [az for az in pool.availability_zones or [] if az not in self.availability_zones]
+            if unknown:
+                raise ValueError(
+                    f"nodePools[{i}].availabilityZones: {unknown} not in the cluster's "
+                    f"availabilityZones {self.availability_zones}"
+                )
+            cap = pool.capacity
+            if cap.reservation_availability_zone and cap.reservation_availability_zone not in self.availability_zones:
+                raise ValueError(
+                    f"nodePools[{i}].capacity.reservationAvailabilityZone: {cap.reservation_availability_zone!r} "
+                    f"is not one of the cluster's availabilityZones {self.availability_zones}"
+                )
+            if cap.reservation_availability_zone:
+                pool_azs = set(self.pool_azs(pool))
+                if pool_azs != {cap.reservation_availability_zone}:
+                    raise ValueError(
+                        f"nodePools[{i}].capacity.reservationAvailabilityZone: reservation {cap.reservation_id} "
+                        f"is in {cap.reservation_availability_zone!r} but the pool"
+                        f"{' and its placement group' if pool.uses_placement_group else ''} would be in "
+                        f"{sorted(pool_azs)}; set availabilityZones: [{cap.reservation_availability_zone!r}]"
+                    )
+        return self
+
+    def pool_azs(self, pool: NodePool) -> list[str]:
+        """The AZs a pool's instances go to (see :class:`NodePool` for the defaults)."""
+        if pool.availability_zones:
+            return list(pool.availability_zones)
+        if pool.capacity.reservation_availability_zone:
+            return [pool.capacity.reservation_availability_zone]
+        if pool.autoscaling is not None and not pool.uses_efa:
+            return list(self.availability_zones)
+        return [self.availability_zones[0]]
+
+
+class Fsx(_Model):
+    """FSx for Lustre scratch/persistent file system in the training pool's AZ, linked to the bucket."""
+
+    enabled: bool = False
+    deployment_type: Literal["PERSISTENT_2", "PERSISTENT_1", "SCRATCH_2"] = "PERSISTENT_2"
+    storage_capacity_gib: int = Field(1200, alias="storageCapacityGiB", ge=1200)
+    per_unit_storage_throughput: int = Field(250, description="MB/s/TiB: PERSISTENT_2 125/250/500/1000.")
+    s3_link: bool = Field(True, description="Data repository association with the checkpoint bucket.")
+    file_system_path: str = Field("/checkpoints", pattern=r"^/[A-Za-z0-9_./-]*$")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Fsx:
+        allowed = {"PERSISTENT_2": (125, 250, 500, 1000), "PERSISTENT_1": (50, 100, 200)}
+        if self.deployment_type in allowed and self.per_unit_storage_throughput not in allowed[self.deployment_type]:
+            raise ValueError(
+                f"perUnitStorageThroughput: {self.per_unit_storage_throughput} is not allowed for "
+                f"{self.deployment_type}; allowed: {list(allowed[self.deployment_type])}"
+            )
+        if self.storage_capacity_gib != 1200 and self.storage_capacity_gib % 2400:
+            raise ValueError(f"storageCapacityGiB: {self.storage_capacity_gib} must be 1200 or a multiple of 2400")
+        if self.s3_link and self.deployment_type != "PERSISTENT_2":
+            raise ValueError("s3Link: needs deploymentType 'PERSISTENT_2' (data repository associations)")
+        return self
+
+
+class Storage(_Model):
+    """Checkpoint bucket (always), FSx for Lustre (optional), account EBS default encryption (opt-in)."""
+
+    bucket_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    noncurrent_version_days: int = Field(30, ge=1, le=3650)
+    force_destroy: bool = False
+    fsx: Fsx = Fsx()
+    ebs_encryption_by_default: bool = Field(
+        False, description="Account/region-wide EBS default encryption with the CMK (affects the whole account)."
+    )
+
+
+class Access(_Model):
+    """SSM Session Manager is always on; SSH from these CIDRs is optional and never from the world."""
+
+    ssh_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("ssh_cidrs")
+    @classmethod
+    def _no_world(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                net = ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a network in CIDR form ({exc})") from None
+            if net.prefixlen == 0:
+                raise ValueError(f"{cidr!r} opens SSH to the whole internet; use SSM or a narrow CIDR")
+            if net.version == 4 and net.prefixlen < 8:
+                raise ValueError(f"{cidr!r} is broader than /8; give the CIDRs you really connect from")
+        return value
+
+
+TagMap = dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=256)]]
+
+
+class StackConfig(_Model):
+    """Everything the program needs, validated; built by :func:`load_stack_config`."""
+
+    stack: str
+    region: str = "us-east-1"
+    cluster: Cluster
+    storage: Storage = Storage()
+    access: Access = Access()
+    tags: TagMap = Field(default_factory=dict)
+
+    @field_validator("tags")
+    @classmethod
+    def _user_tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.lower().startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(f"tag key {key!r} uses a reserved prefix {RESERVED_TAG_PREFIXES}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross(self) -> StackConfig:
+        if self.storage.fsx.enabled and not self.train_pools:
+            raise ValueError("storage.fsx.enabled: needs a node pool with role 'train' (FSx goes in its AZ)")
+        return self
+
+    @property
+    def train_pools(self) -> list[NodePool]:
+        return [p for p in self.cluster.node_pools if p.role == "train"]
+
+    @property
+    def fsx_az(self) -> str:
+        pools = self.train_pools
+        return self.cluster.pool_azs(pools[0])[0] if pools else self.cluster.availability_zones[0]
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    """('cluster', 'nodePools', 0, 'instanceType') -> 'aidc:cluster.nodePools[0].instanceType'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "literal[")):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return f"{NAMESPACE}:{path}"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    etype = error["type"]
+    value = error.get("input")
+    if etype == "extra_forbidden":
+        return "is not a known setting"
+    if etype == "missing":
+        return "is required"
+    if etype in ("literal_error", "enum"):
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{value!r} is not allowed; expected {allowed}"
+    if etype == "value_error":
+        return msg
+    return f"{value!r}: {msg}"
+
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:\[\d+\])?(?:\.[A-Za-z][A-Za-z0-9]*(?:\[\d+\])?)*): (.*)$", re.S)
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One line: key path, then what is wrong. Model-level checks name their field first
+    ("count: ..."), which moves into the key path so every message starts with the full key."""
+    path, text = _key_path(error["loc"]), _describe(error)
+    match = _FIELD_PREFIX.match(text) if error["type"] == "value_error" else None
+    if match:
+        sep = "" if path.endswith(":") else "."
+        path, text = f"{path}{sep}{match.group(1)}", match.group(2)
+    return f"{path}: {text}"
+
+
+def _format(exc: ValidationError) -> str:
+    problems = [_problem(e) for e in exc.errors()]
+    head = problems[0]
+    if len(problems) > 1:
+        head += "\n" + "\n".join(f"  also {p}" for p in problems[1:])
+    return head
+
+
+def _unknown_keys(raw: Mapping[str, Any]) -> None:
+    for key in raw:
+        if key not in CONFIG_KEYS:
+            import difflib
+
+            hint = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+            tail = f"; did you mean 'aidc:{hint[0]}'?" if hint else f"; known keys: {', '.join(CONFIG_KEYS)}"
+            raise ConfigError(f"aidc:{key}: is not a known setting{tail}")
+
+
+def load_stack_config(raw: Mapping[str, Any], *, stack: str, region: str = "us-east-1") -> StackConfig:
+    """Validate the ``aidc:`` namespace (a mapping of key -> parsed value) into a :class:`StackConfig`.
+
+    Raises :class:`ConfigError` with one message that names the first problem's key path.
+    """
+    _unknown_keys(raw)
+    if "cluster" not in raw:
+        raise ConfigError("aidc:cluster: is required (name, availabilityZones, nodePools, ...)")
+    try:
+        return StackConfig.model_validate({**raw, "stack": stack, "region": region})
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None

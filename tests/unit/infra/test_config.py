@@ -1,0 +1,179 @@
+"""Stack config validation: one error, naming the key path, the value and what is allowed."""
+
+import copy
+
+import pytest
+
+from infra.config import DEFAULT_AMI_PARAMETER, ConfigError, load_stack_config
+from infra.offline import load_stack_yaml
+
+BASE = {
+    "cluster": {
+        "name": "dev",
+        "availabilityZones": ["us-east-1a", "us-east-1b"],
+        "nodePools": [{"name": "gpu", "instanceType": "p5.48xlarge", "count": 2}],
+    }
+}
+CB = {
+    "type": "capacity-block",
+    "reservationId": "cr-0123456789abcdef0",
+    "reservationInstanceCount": 2,
+    "reservationAvailabilityZone": "us-east-1a",
+}
+
+
+def load(mutate=None):
+    raw = copy.deepcopy(BASE)
+    if mutate:
+        mutate(raw)
+    return load_stack_config(raw, stack="test")
+
+
+def pool(raw):
+    return raw["cluster"]["nodePools"][0]
+
+
+def error_of(mutate) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(mutate)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "p5", "inference"])
+def test_example_stacks_validate(stack):
+    raw = load_stack_yaml(stack)
+    cfg = load_stack_config({k[5:]: v for k, v in raw.items() if k.startswith("aidc:")}, stack=stack)
+    assert cfg.cluster.node_pools
+
+
+def test_defaults_are_safe():
+    cfg = load()
+    p = cfg.cluster.node_pools[0]
+    assert p.uses_efa and p.uses_placement_group and p.imds_hop_limit == 1
+    assert p.ami.parameter == DEFAULT_AMI_PARAMETER
+    assert cfg.cluster.pool_azs(p) == ["us-east-1a"]
+    assert cfg.access.ssh_cidrs == [] and cfg.cluster.nat_mode == "single"
+
+
+# The broken configs a user most often writes, each with the exact message it must produce.
+CASES = {
+    "typo in instance type": (
+        lambda r: pool(r).update(instanceType="p5.48xlarg"),
+        "aidc:cluster.nodePools[0].instanceType: 'p5.48xlarg' is not a known instance type; "
+        "did you mean 'p5.48xlarge'?",
+    ),
+    "unknown NAT mode": (
+        lambda r: r["cluster"].update(natMode="double"),
+        "aidc:cluster.natMode: 'double' is not allowed; expected 'single' or 'per-az'",
+    ),
+    "SSH open to the world": (
+        lambda r: r.update(access={"sshCidrs": ["0.0.0.0/0"]}),
+        "aidc:access.sshCidrs: '0.0.0.0/0' opens SSH to the whole internet; use SSM or a narrow CIDR",
+    ),
+    "misspelled key": (
+        lambda r: r["cluster"].update(nodPools=[]),
+        "aidc:cluster.nodPools: is not a known setting",
+    ),
+    "misspelled top-level key": (
+        lambda r: r.update(clustr={}),
+        "aidc:clustr: is not a known setting; did you mean 'aidc:cluster'?",
+    ),
+    "bad CIDR": (
+        lambda r: r["cluster"].update(vpcCidr="10.0.0.0/8"),
+        "aidc:cluster.vpcCidr: '10.0.0.0/8' must be an IPv4 network from /16 to /22 "
+        "(AWS allows /16../28; GPU pools need room for many NICs)",
+    ),
+    "one AZ": (
+        lambda r: r["cluster"].update(availabilityZones=["us-east-1a"]),
+        "aidc:cluster.availabilityZones: ['us-east-1a']: List should have at least 2 items after validation, not 1",
+    ),
+    "root volume too small": (
+        lambda r: pool(r).update(rootVolume={"sizeGiB": 10}),
+        "aidc:cluster.nodePools[0].rootVolume.sizeGiB: 10: Input should be greater than or equal to 50",
+    ),
+    "reserved tag prefix": (
+        lambda r: r.update(tags={"aws:owner": "me"}),
+        "aidc:tags: tag key 'aws:owner' uses a reserved prefix ('aws:', 'aidc:')",
+    ),
+    "FSx without a training pool": (
+        lambda r: (pool(r).update(role="infer"), r.update(storage={"fsx": {"enabled": True}})),
+        "aidc:storage.fsx.enabled: needs a node pool with role 'train' (FSx goes in its AZ)",
+    ),
+    "FSx size": (
+        lambda r: r.update(storage={"fsx": {"enabled": True, "storageCapacityGiB": 1300}}),
+        "aidc:storage.fsx.storageCapacityGiB: 1300 must be 1200 or a multiple of 2400",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_broken_config_has_one_clear_message(case):
+    mutate, expected = CASES[case]
+    message = error_of(mutate)
+    assert message == expected
+    assert "Traceback" not in message and "\n" not in message
+
+
+# Issue 3's invalid pool configurations (the offering check needs the program: see test_compute).
+POOL_CASES = {
+    "EFA pool in two AZs": (
+        lambda r: pool(r).update(availabilityZones=["us-east-1a", "us-east-1b"]),
+        "aidc:cluster.nodePools[0].availabilityZones: ['us-east-1a', 'us-east-1b'] spans several AZs, but EFA "
+        "traffic cannot cross AZs; give exactly one AZ for an EFA pool",
+    ),
+    "EFA on a type without EFA": (
+        lambda r: pool(r).update(instanceType="g6.xlarge", efa=True),
+        "aidc:cluster.nodePools[0].efa: 'g6.xlarge' has no EFA interfaces (g6 types with EFA: g6.12xlarge, "
+        "g6.16xlarge, g6.24xlarge, g6.48xlarge, g6.8xlarge)",
+    ),
+    "capacity block count differs": (
+        lambda r: pool(r).update(count=4, capacity=CB),
+        "aidc:cluster.nodePools[0].count: 4 differs from capacity.reservationInstanceCount (2) of reservation "
+        "cr-0123456789abcdef0; they must be equal",
+    ),
+    "ODCR count differs": (
+        lambda r: pool(r).update(count=1, capacity={**CB, "type": "odcr"}),
+        "aidc:cluster.nodePools[0].count: 1 differs from capacity.reservationInstanceCount (2) of reservation "
+        "cr-0123456789abcdef0; they must be equal",
+    ),
+    "spot with EFA": (
+        lambda r: pool(r).update(capacity={"type": "spot"}),
+        "aidc:cluster.nodePools[0].capacity.type: 'spot' is not allowed for an EFA pool (interruptions break "
+        "collectives); use on-demand, odcr or capacity-block",
+    ),
+    "placement group and reservation in different AZs": (
+        lambda r: pool(r).update(availabilityZones=["us-east-1b"], capacity=CB),
+        "aidc:cluster.nodePools[0].capacity.reservationAvailabilityZone: reservation cr-0123456789abcdef0 is in "
+        "'us-east-1a' but the pool and its placement group would be in ['us-east-1b']; "
+        "set availabilityZones: ['us-east-1a']",
+    ),
+    "reservation outside the cluster AZs": (
+        lambda r: pool(r).update(capacity={**CB, "reservationAvailabilityZone": "us-east-1c"}),
+        "aidc:cluster.nodePools[0].capacity.reservationAvailabilityZone: 'us-east-1c' is not one of the "
+        "cluster's availabilityZones ['us-east-1a', 'us-east-1b']",
+    ),
+    "reservation without its id": (
+        lambda r: pool(r).update(capacity={"type": "odcr", "reservationInstanceCount": 2}),
+        "aidc:cluster.nodePools[0].capacity: reservationId is required when type is 'odcr'",
+    ),
+    "autoscaling a training pool": (
+        lambda r: pool(r).update(autoscaling={"maxSize": 4}),
+        "aidc:cluster.nodePools[0].autoscaling: only allowed for role 'infer', not 'train'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOL_CASES))
+def test_invalid_pool_has_one_clear_message(case):
+    mutate, expected = POOL_CASES[case]
+    assert error_of(mutate) == expected
+
+
+def test_spot_is_fine_without_efa():
+    cfg = load(lambda r: pool(r).update(instanceType="g6.xlarge", capacity={"type": "spot"}))
+    assert not cfg.cluster.node_pools[0].uses_efa
+
+
+def test_reservation_az_is_the_default_pool_az():
+    cfg = load(lambda r: pool(r).update(capacity={**CB, "reservationAvailabilityZone": "us-east-1b"}))
+    assert cfg.cluster.pool_azs(cfg.cluster.node_pools[0]) == ["us-east-1b"]
