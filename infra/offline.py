@@ -12,12 +12,14 @@ import hashlib
 import ipaddress
 import json
 import runpy
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 
 from infra import catalog
@@ -102,7 +104,11 @@ class _Mocks:
         self.unavailable = {az: set(types) for az, types in unavailable.items()}
         self.invokes: list[str] = []
         self._ips = ipaddress.ip_network("10.255.0.0/16").hosts()
-        self.last_inputs: dict[str, Any] = {}
+        self._ip_lock = threading.Lock()
+
+    def next_ip(self) -> str:
+        with self._ip_lock:
+            return str(next(self._ips))
 
     # pulumi.runtime.Mocks interface -----------------------------------------------------------
 
@@ -114,7 +120,6 @@ class _Mocks:
         return handler(self, args.args)
 
     def new_resource(self, args):
-        self.last_inputs = dict(args.inputs)
         state = dict(args.inputs)
         token, name = args.typ, args.name
         prefix = _ID_PREFIXES.get(token, token.split(":")[-1].lower())
@@ -205,7 +210,7 @@ _OUTPUTS = {
         "arn": f"arn:aws:kms:{m.region}:{MOCK_ACCOUNT_ID}:key/{_uuid(n)}",
     },
     "aws:ec2/instance:Instance": lambda m, n, i: {
-        "privateIp": str(next(m._ips)),
+        "privateIp": m.next_ip(),
         "arn": f"arn:aws:ec2:{m.region}:{MOCK_ACCOUNT_ID}:instance/i-{_stable_hex(n)}",
     },
     "aws:iam/role:Role": lambda m, n, i: {"arn": f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/{i.get('name') or n}"},
@@ -303,7 +308,8 @@ class _RecordingMonitor(MockMonitor):
                 RecordedResource(
                     type=request.type,
                     name=request.name,
-                    inputs=self.mocks.last_inputs,
+                    # Registrations run on executor threads: decode this request's own inputs.
+                    inputs=dict(rpc.deserialize_properties(request.object)),
                     outputs=dict(self.resources[response.urn].state),
                     urn=response.urn,
                     parent=request.parent or None,

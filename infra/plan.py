@@ -15,13 +15,14 @@ import json
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from infra import catalog
 from infra.config import ConfigError, StackConfig, load_stack_config
-from infra.offline import OfflineRun, run_stack
+from infra.offline import REPO_ROOT, OfflineRun, run_stack
 
 HOURS_PER_30_DAYS = 24 * 30
 #: us-east-1 list prices (USD), same date as the catalog.
@@ -163,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidc-plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
+    parser.add_argument(
+        "--project-dir", type=Path, default=REPO_ROOT, help="folder holding Pulumi.<stack>.yaml (default: this repo)"
+    )
     args = parser.parse_args(argv)
     console = Console(width=140)
     try:
-        run = run_stack(args.stack)
+        run = run_stack(args.stack, project_dir=args.project_dir)
         cfg = load_stack_config(
             {k.split(":", 1)[1]: v for k, v in run.config.items() if k.startswith("aidc:")},
             stack=args.stack,
