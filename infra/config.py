@@ -36,6 +36,11 @@ CONFIG_KEYS = ("cluster", "storage", "access", "tags")
 DEFAULT_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 
+#: The only retention periods CloudWatch Logs accepts (others fail at deploy time).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                      3288, 3653)  # fmt: skip
+
+
 class ConfigError(ValueError):
     """A user mistake in stack config; the message is meant to be shown as is (no traceback)."""
 
@@ -215,7 +220,7 @@ class Cluster(_Model):
     vpc_cidr: str = "10.42.0.0/16"
     nat_mode: Literal["single", "per-az"] = "single"
     ssm_endpoints: bool = Field(True, description="Interface endpoints for ssm, ssmmessages, ec2messages.")
-    flow_log_retention_days: int = Field(90, ge=1, le=3653)
+    flow_log_retention_days: int = Field(90, description="One of CloudWatch Logs' retention values.")
     node_pools: list[NodePool] = Field(default_factory=list)
 
     @field_validator("availability_zones")
@@ -226,6 +231,13 @@ class Cluster(_Model):
                 raise ValueError(f"{az!r} is not an availability zone name (like 'us-east-1a')")
         if len(set(value)) != len(value):
             raise ValueError(f"{value} lists an availability zone twice")
+        return value
+
+    @field_validator("flow_log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"{value} is not a CloudWatch Logs retention; allowed: {list(LOG_RETENTION_DAYS)}")
         return value
 
     @field_validator("vpc_cidr")
@@ -289,7 +301,8 @@ class Fsx(_Model):
     """FSx for Lustre scratch/persistent file system in the training pool's AZ, linked to the bucket."""
 
     enabled: bool = False
-    deployment_type: Literal["PERSISTENT_2", "PERSISTENT_1", "SCRATCH_2"] = "PERSISTENT_2"
+    # SCRATCH types are left out on purpose: FSx encrypts them with its own key, never the CMK.
+    deployment_type: Literal["PERSISTENT_2", "PERSISTENT_1"] = "PERSISTENT_2"
     storage_capacity_gib: int = Field(1200, alias="storageCapacityGiB", ge=1200)
     per_unit_storage_throughput: int = Field(250, description="MB/s/TiB: PERSISTENT_2 125/250/500/1000.")
     s3_link: bool = Field(True, description="Data repository association with the checkpoint bucket.")

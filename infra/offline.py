@@ -64,6 +64,15 @@ class OfflineRun:
     def of_type(self, token: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type == token]
 
+    def engine_resources(self) -> list[dict[str, Any]]:
+        """Custom resources in the shape policy runners take: type, name, urn, id and the properties
+        the engine would hold after ``up`` (inputs plus what the provider computed: arn, name)."""
+        return [
+            {"type": r.type, "name": r.name, "urn": r.urn, "id": r.id, "props": dict(r.outputs)}
+            for r in self.resources
+            if r.custom
+        ]
+
     def named(self, name: str) -> RecordedResource:
         matches = [r for r in self.resources if r.name == name]
         if len(matches) != 1:
@@ -124,6 +133,8 @@ class _Mocks:
         token, name = args.typ, args.name
         prefix = _ID_PREFIXES.get(token, token.split(":")[-1].lower())
         rid = f"{prefix}-{_stable_hex(token, name)}"
+        if token == "aws:s3/bucket:Bucket":  # a bucket's id is its name, as in AWS
+            rid = args.inputs.get("bucket") or name
         service = token.split(":")[1].split("/")[0]
         state.setdefault("name", name)
         state.setdefault("arn", f"arn:aws:{service}:{self.region}:{MOCK_ACCOUNT_ID}:{name}")
@@ -219,6 +230,9 @@ _OUTPUTS = {
     },
     "aws:cloudtrail/trail:Trail": lambda m, n, i: {
         "arn": f"arn:aws:cloudtrail:{m.region}:{MOCK_ACCOUNT_ID}:trail/{i.get('name') or n}"
+    },
+    "aws:cloudwatch/logGroup:LogGroup": lambda m, n, i: {
+        "arn": f"arn:aws:logs:{m.region}:{MOCK_ACCOUNT_ID}:log-group:{i.get('name') or n}"
     },
     "aws:fsx/lustreFileSystem:LustreFileSystem": lambda m, n, i: {
         "dnsName": f"fs-{_stable_hex(n)}.fsx.{m.region}.amazonaws.com",

@@ -1,0 +1,155 @@
+"""Capacity and EFA-layout rules (ParallelCluster PlacementGroupCapacityTypeValidator,
+PlacementGroupCapacityReservationValidator, CapacityReservationValidator, CapacityTypeValidator,
+EfaValidator).
+
+ParallelCluster's semantics, restated for launch templates:
+- a Capacity Block (``instanceMarketOptions.marketType = "capacity-block"``) must target a
+  reservation. ParallelCluster only *warns* about a placement group on a Capacity Block; aidc keeps
+  one cluster group per EFA pool and pins it to the block's AZ (``infra.config`` refuses a pool
+  whose AZ differs from ``reservationAvailabilityZone``). A block's AZ is not a stack resource, so
+  this pack does not judge it; if launches report InsufficientInstanceCapacity, set the pool's
+  ``placementGroup: false``;
+- a targeted ODCR created in a placement group (``placementGroupArn``) only serves launches into
+  that same group; an ODCR without one serves launches outside any cluster placement group;
+- the reservation's instance type and AZ must match the template's and its subnets'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from infra.catalog import CATALOG
+
+from ._model import MANDATORY, Rule, StackIndex, StackResource, StackViolation, get, read, short
+from .gpu import (
+    LAUNCH_TEMPLATE,
+    PLACEMENT_GROUP,
+    Pool,
+    efa_interfaces,
+    launch_template_refs,
+    pool_placement_groups,
+    pool_zones,
+)
+
+INSTANCE = "aws:ec2/instance:Instance"
+CAPACITY_RESERVATION = "aws:ec2/capacityReservation:CapacityReservation"
+ASG = "aws:autoscaling/group:Group"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+
+
+def reservation_target(props: Mapping[str, Any]) -> tuple[Any, bool]:
+    """(capacityReservationId or resource group ARN, unknown) of a template or instance."""
+    target, unknown = read(props, "capacityReservationSpecification", "capacityReservationTarget")
+    if target is None:
+        return None, unknown
+    rid, rid_unknown = read(target, "capacityReservationId")
+    arn, arn_unknown = read(target, "capacityReservationResourceGroupArn")
+    return rid or arn, rid_unknown or arn_unknown
+
+
+def capacity_block_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None):
+    """CapacityTypeValidator: a capacity-block launch names the reservation it runs in."""
+    if get(props, "instanceMarketOptions", "marketType") != "capacity-block":
+        return []
+    target, unknown = reservation_target(props)
+    if target or unknown:
+        return []
+    return [f"{short(resource_type)} uses marketType \"capacity-block\" without capacityReservationSpecification."
+            "capacityReservationTarget.capacityReservationId: name the Capacity Block's reservation id."]
+
+
+def efa_layout_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None):
+    """EfaValidator: EFA interfaces fit the instance type (catalog) and an efa-only NIC is never primary."""
+    nics = efa_interfaces(props)
+    if not nics:
+        return []
+    out = []
+    for nic in nics:
+        card, device = get(nic, "networkCardIndex", default=0), get(nic, "deviceIndex", default=0)
+        if get(nic, "interfaceType") == "efa-only" and int(card) == 0 and int(device) == 0:
+            out.append("An efa-only interface sits at network card 0 / device 0, the primary slot: the primary "
+                       "NIC must be type interface (or efa); put efa-only at device 1 or on another card.")
+    itype = get(props, "instanceType")
+    spec = CATALOG.get(itype) if isinstance(itype, str) else None
+    if spec is not None and spec.efa_interfaces == 0:
+        out.append(f"Instance type {itype} does not support EFA, but the template declares {len(nics)} EFA "
+                   "interface(s).")
+    elif spec is not None and len(nics) > spec.efa_interfaces:
+        out.append(f"{len(nics)} EFA interfaces declared; {itype} supports at most {spec.efa_interfaces} "
+                   "(see infra.catalog.network_interface_layout).")
+    return out
+
+
+def _reservation(index: StackIndex, owner: StackResource) -> list[StackResource]:
+    target, unknown = reservation_target(owner.props)
+    if target is None and not unknown:
+        return []
+    return index.resolve(owner, "capacityReservationSpecification", target, (CAPACITY_RESERVATION,))
+
+
+def _pool_of(index: StackIndex, lt: StackResource) -> Pool:
+    pool = Pool(lt.urn, [lt])
+    for res in index.of_type(ASG, INSTANCE, NODE_GROUP):
+        if lt in launch_template_refs(index, res):
+            pool.launchers.append(res)
+    return pool
+
+
+def _reservation_findings(index: StackIndex, pool: Pool, cr: StackResource) -> list[str]:
+    lt = pool.anchor
+    found = []
+    itype, cr_type = get(lt.props, "instanceType"), get(cr.props, "instanceType")
+    if isinstance(itype, str) and isinstance(cr_type, str) and itype != cr_type:
+        found.append(f"reservation {cr.name} is for {cr_type} but the template launches {itype}")
+    zones, cr_zone = pool_zones(index, pool), get(cr.props, "availabilityZone")
+    if isinstance(cr_zone, str) and zones and zones != {cr_zone}:
+        found.append(f"reservation {cr.name} is in {cr_zone} but the pool's subnets are in {sorted(zones)}")
+    names, groups = pool_placement_groups(index, pool)
+    cr_pg_arn, _ = read(cr.props, "placementGroupArn")
+    cr_groups = index.resolve(cr, "placementGroupArn", cr_pg_arn, (PLACEMENT_GROUP,))
+    if cr_groups or cr_pg_arn:
+        same = {g.urn for g in cr_groups} & {g.urn for g in groups} or (
+            isinstance(cr_pg_arn, str) and cr_pg_arn.rsplit("/", 1)[-1] in names)
+        if not same:
+            found.append(f"reservation {cr.name} was created in a placement group the pool does not launch into")
+    elif groups or names:
+        found.append(f"reservation {cr.name} has no placementGroupArn, but the pool launches into a placement "
+                     "group: the group's placement constraint would ask for capacity outside the reservation")
+    return found
+
+
+def placement_capacity_violations(resources: Sequence[StackResource], config: Mapping | None = None):
+    """Placement group and capacity reservation agree (see the module docstring for the semantics)."""
+    index = StackIndex(resources)
+    out = []
+    for lt in index.of_type(LAUNCH_TEMPLATE):
+        target, unknown = reservation_target(lt.props)
+        if target is None and not unknown:
+            continue
+        pool = _pool_of(index, lt)
+        for cr in _reservation(index, lt):
+            for finding in _reservation_findings(index, pool, cr):
+                out.append(StackViolation(lt.urn, lt.name, f"{lt.name}: {finding}."))
+    return out
+
+
+RULES = [
+    Rule(name="placement-capacity-compatible",
+         control="ParallelCluster PlacementGroupCapacityTypeValidator, PlacementGroupCapacityReservationValidator",
+         level=MANDATORY,
+         description="Placement groups agree with the targeted capacity reservation or Capacity Block.",
+         remediation="ODCR: create it with placement_group_arn = the pool's cluster group, same instance type "
+                     "and AZ as the pool.",
+         validator=placement_capacity_violations, kind="stack"),
+    Rule(name="capacity-block-targets-reservation", control="ParallelCluster CapacityTypeValidator",
+         level=MANDATORY,
+         description="Capacity-block launches target their reservation id.",
+         remediation='capacity_reservation_specification={"capacity_reservation_target": '
+                     '{"capacity_reservation_id": "cr-..."}}',
+         validator=capacity_block_violations, resource_types=(LAUNCH_TEMPLATE, INSTANCE)),
+    Rule(name="efa-interfaces-match-instance-type", control="ParallelCluster EfaValidator", level=MANDATORY,
+         description="EFA interfaces are supported by the instance type and efa-only is never the primary NIC.",
+         remediation="Build network_interfaces from infra.catalog.network_interface_layout(instance_type).",
+         validator=efa_layout_violations, resource_types=(LAUNCH_TEMPLATE,)),
+]

@@ -1,0 +1,200 @@
+"""Edge semantics of the resource rules, on the pure validators (the shapes the audit reuses)."""
+
+from __future__ import annotations
+
+import pytest
+from policy_stacks import efa_launch_template, nic, policy_json
+
+from policies import ec2, eks, iam, kms, network, storage, tags
+from policies.capacity import capacity_block_violations, efa_layout_violations
+from policies.s3 import public_grant_violations
+
+LT, INSTANCE = ec2.LAUNCH_TEMPLATE, ec2.INSTANCE
+
+
+@pytest.mark.parametrize(("resource_type", "props", "ok"), [
+    (LT, {"metadataOptions": {"httpTokens": "required"}}, True),
+    (LT, {"metadataOptions": {"httpTokens": "optional"}}, False),
+    (LT, {}, False),
+    (INSTANCE, {"metadataOptions": {"httpEndpoint": "disabled"}}, True),
+    (INSTANCE, {"launchTemplate": {"id": "lt-1"}}, True),  # inherits the template's (checked there)
+    (INSTANCE, {"launchTemplate": {"id": "lt-1"}, "metadataOptions": {"httpTokens": "optional"}}, False),
+    (INSTANCE, {"instanceType": "t3.micro"}, False),
+])
+def test_imdsv2(resource_type, props, ok):
+    assert (ec2.imdsv2_violations(resource_type, props) == []) is ok
+
+
+@pytest.mark.parametrize(("encrypted", "ok"), [("true", True), (True, True), ("TRUE", True), ("false", False),
+                                               (None, False), (False, False)])
+def test_launch_template_ebs_encrypted_is_a_string_in_the_schema(encrypted, ok):
+    props = {"blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"encrypted": encrypted}}]}
+    assert (ec2.block_device_violations(LT, props) == []) is ok
+
+
+def test_launch_template_without_ebs_mapping_fails_and_instance_devices_are_all_checked():
+    assert ec2.block_device_violations(LT, {"blockDeviceMappings": [{"deviceName": "/dev/sdb",
+                                                                     "virtualName": "ephemeral0"}]})
+    props = {"rootBlockDevice": {"encrypted": True},
+             "ebsBlockDevices": [{"deviceName": "/dev/sdf", "encrypted": True},
+                                 {"deviceName": "/dev/sdg", "encrypted": False}]}
+    found = ec2.block_device_violations(INSTANCE, props)
+    assert len(found) == 1 and "/dev/sdg" in found[0]
+    assert ec2.block_device_violations(INSTANCE, {"launchTemplate": {"id": "lt"}}) == []
+    assert ec2.block_device_violations(INSTANCE, {})
+
+
+SG, SG_RULE, INGRESS = network.SECURITY_GROUP, network.SG_RULE, network.SG_INGRESS_RULE
+
+
+@pytest.mark.parametrize(("resource_type", "props", "allowed", "ok"), [
+    (SG, {"ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["10.0.0.0/8"]}]}, [], True),
+    (SG, {"ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["0.0.0.0/0"]}]}, [], False),
+    (SG, {"ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "ipv6CidrBlocks": ["::/0"]}]}, [], False),
+    (SG, {"egress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}]}, [], True),
+    (SG_RULE, {"type": "ingress", "protocol": "tcp", "fromPort": 443, "toPort": 443,
+               "cidrBlocks": ["0.0.0.0/0"]}, [], False),
+    (SG_RULE, {"type": "ingress", "protocol": "tcp", "fromPort": 443, "toPort": 443,
+               "cidrBlocks": ["0.0.0.0/0"]}, [443], True),
+    (SG_RULE, {"type": "ingress", "protocol": "-1", "fromPort": 0, "toPort": 0,
+               "cidrBlocks": ["0.0.0.0/0"]}, [443], False),
+    (SG_RULE, {"type": "egress", "protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]},
+     [], True),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrIpv6": "::/0"}, [443], False),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidrIpv4": "0.0.0.0/0"}, [443], True),
+])
+def test_world_ingress(resource_type, props, allowed, ok):
+    found = network.world_ingress_violations(resource_type, props, {"allowedPublicPorts": allowed})
+    assert (found == []) is ok, found
+
+
+@pytest.mark.parametrize(("props", "ok"), [
+    ({"enableKeyRotation": True}, True),
+    ({}, False),
+    ({"customerMasterKeySpec": "RSA_2048", "keyUsage": "SIGN_VERIFY"}, True),  # AWS cannot rotate these
+    ({"customerMasterKeySpec": "HMAC_256", "keyUsage": "GENERATE_VERIFY_MAC"}, True),
+])
+def test_kms_rotation(props, ok):
+    assert (kms.key_rotation_violations(kms.KEY, props) == []) is ok
+
+
+@pytest.mark.parametrize(("document", "admin", "service"), [
+    ({"Effect": "Allow", "Action": "*", "Resource": "*"}, True, False),
+    ({"Effect": "Allow", "Action": ["*:*"], "Resource": ["*"]}, True, False),
+    ({"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::b/*"}, False, False),
+    ({"Effect": "Deny", "Action": "*", "Resource": "*"}, False, False),
+    ({"Effect": "Allow", "Action": ["ec2:*", "s3:GetObject"], "Resource": "*"}, False, True),
+])
+def test_iam_wildcards(document, admin, service):
+    props = {"policy": policy_json(document)}
+    assert bool(iam.admin_wildcard_violations(iam.POLICY, props)) is admin
+    assert bool(iam.service_wildcard_violations(iam.POLICY, props)) is service
+
+
+def test_iam_accepts_parsed_documents_and_rejects_invalid_json():
+    doc = {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    assert iam.admin_wildcard_violations("aws:iam/rolePolicy:RolePolicy", {"policy": doc})
+    found = iam.admin_wildcard_violations(iam.POLICY, {"policy": "{not json"})
+    assert found and "not a JSON policy document" in found[0]
+    role = {"inlinePolicies": [{"name": "admin", "policy": policy_json(doc["Statement"][0])}]}
+    assert "inlinePolicies[admin]" in iam.admin_wildcard_violations(iam.ROLE, role)[0]
+
+
+def test_lustre_scratch_needs_explicit_permission():
+    scratch = {"deploymentType": "SCRATCH_2", "storageCapacity": 1200}
+    assert storage.lustre_cmk_violations(storage.LUSTRE, scratch, {"allowScratch": False})
+    assert storage.lustre_cmk_violations(storage.LUSTRE, scratch, {"allowScratch": True}) == []
+    assert storage.lustre_cmk_violations(storage.LUSTRE, {"deploymentType": "PERSISTENT_2"})
+
+
+@pytest.mark.parametrize(("vpc", "config", "ok"), [
+    ({"endpointPublicAccess": False, "endpointPrivateAccess": True}, {}, True),
+    ({}, {}, False),  # AWS default: public to 0.0.0.0/0
+    ({"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]}, {}, True),
+    ({"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]}, {"forbidPublicEndpoint": True}, False),
+    ({"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0/0"]}, {}, False),
+])
+def test_eks_endpoint(vpc, config, ok):
+    assert (eks.endpoint_violations(eks.CLUSTER, {"vpcConfig": vpc}, config) == []) is ok
+
+
+def test_eks_secrets_need_the_secrets_resource_and_a_key():
+    enc = {"resources": ["secrets"], "provider": {"keyArn": "arn:aws:kms:us-east-1:1:key/k"}}
+    assert eks.secrets_encryption_violations(eks.CLUSTER, {"encryptionConfig": enc}) == []
+    assert eks.secrets_encryption_violations(eks.CLUSTER, {"encryptionConfig": {**enc, "resources": []}})
+
+
+def test_required_tags_accept_provider_default_tags_and_asg_tag_lists():
+    need = {"requiredTags": ["aidc:stack", "aidc:cluster"]}
+    assert tags.required_tags_violations("aws:ec2/vpc:Vpc", {"tags": {"aidc:stack": "dev"}}, need)
+    assert tags.required_tags_violations("aws:ec2/vpc:Vpc", {"tags": {"aidc:stack": "dev"}}, need,
+                                         default_tags={"aidc:cluster": "c1"}) == []
+    asg = {"tags": [{"key": "aidc:stack", "value": "dev"}, {"key": "aidc:cluster", "value": ""}]}
+    assert "aidc:cluster" in tags.required_tags_violations(tags.ASG, asg, need)[0]
+
+
+def test_efa_layout_against_the_catalog():
+    assert efa_layout_violations(LT, efa_launch_template()["props"]) == []
+    primary_efa_only = efa_launch_template(networkInterfaces=[nic(0, 0, "efa-only")])["props"]
+    assert "primary" in efa_layout_violations(LT, primary_efa_only)[0]
+    too_many = efa_launch_template(instanceType="g6e.24xlarge",
+                                   networkInterfaces=[nic(0, 0, "efa"), nic(1, 0, "efa-only"),
+                                                      nic(2, 0, "efa-only")])["props"]
+    assert "at most 2" in efa_layout_violations(LT, too_many)[0]
+    unknown_type = efa_launch_template(instanceType="p9.96xlarge")["props"]
+    assert efa_layout_violations(LT, unknown_type) == []  # not in the catalog: not judged
+
+
+def test_capacity_block_needs_its_reservation():
+    block = {"instanceMarketOptions": {"marketType": "capacity-block"}}
+    assert capacity_block_violations(LT, block)
+    targeted = {**block, "capacityReservationSpecification": {
+        "capacityReservationTarget": {"capacityReservationId": "cr-0abc"}}}
+    assert capacity_block_violations(LT, targeted) == []
+
+
+def test_instance_type_allowlist_patterns_and_node_groups():
+    config = {"allowedInstanceTypes": ["p5.*", "t3.medium"]}
+    assert ec2.instance_type_violations(LT, {"instanceType": "p5.48xlarge"}, config) == []
+    assert ec2.instance_type_violations(LT, {"instanceType": "p4d.24xlarge"}, config)
+    found = ec2.instance_type_violations(ec2.NODE_GROUP, {"instanceTypes": ["t3.medium", "m5.large"]}, config)
+    assert len(found) == 1 and "m5.large" in found[0]
+    asg = {"mixedInstancesPolicy": {"launchTemplate": {"overrides": [{"instanceType": "g5.48xlarge"}]}}}
+    assert ec2.instance_type_violations(ec2.ASG, asg, config)
+    assert ec2.instance_type_violations(LT, {"instanceType": "g6e.48xlarge"}) == []  # catalog default
+
+
+def test_admin_access_attachments_count_as_full_admin():
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    assert iam.admin_wildcard_violations(attach, {"role": "r", "policyArn": admin})
+    assert iam.admin_wildcard_violations(attach, {"role": "r", "policyArn": admin.replace("Administrator",
+                                                                                          "ReadOnly")}) == []
+    assert iam.admin_wildcard_violations(iam.ROLE, {"managedPolicyArns": [admin]})
+
+
+@pytest.mark.parametrize(("resource_type", "props", "ok"), [
+    ("aws:s3/bucket:Bucket", {"acl": "private"}, True),
+    ("aws:s3/bucket:Bucket", {"acl": "public-read-write"}, False),
+    ("aws:s3/bucketV2:BucketV2", {"grants": [{"type": "Group", "permissions": ["READ"],
+                                              "uri": "http://acs.amazonaws.com/groups/global/AllUsers"}]}, False),
+    ("aws:s3/bucketAcl:BucketAcl", {"accessControlPolicy": {"grants": [{"permission": "READ", "grantee": {
+        "type": "Group", "uri": "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"}}]}}, False),
+    ("aws:s3/bucketPolicy:BucketPolicy", {"policy": policy_json(
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"})}, False),
+    ("aws:s3/bucketPolicy:BucketPolicy", {"policy": policy_json(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*",
+         "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc"}}})}, True),
+])
+def test_s3_public_grants(resource_type, props, ok):
+    assert (public_grant_violations(resource_type, props) == []) is ok
+
+
+@pytest.mark.parametrize(("resource_type", "props", "ok"), [
+    (INSTANCE, {"associatePublicIpAddress": True}, False),
+    (INSTANCE, {"associatePublicIpAddress": False}, True),
+    (LT, {"networkInterfaces": [{"deviceIndex": 0, "associatePublicIpAddress": "true"}]}, False),
+    (LT, {"networkInterfaces": [{"deviceIndex": 0, "associatePublicIpAddress": "false"}]}, True),
+])
+def test_no_public_ip(resource_type, props, ok):
+    assert (ec2.public_ip_violations(resource_type, props) == []) is ok
