@@ -20,14 +20,12 @@ class AmiLookupError(LookupError):
     """The parameter is missing or does not hold an AMI id; the message names the parameter."""
 
 
-def resolve_ami(parameter_name: str = DEFAULT_AMI_PARAMETER, ssm_client: Any = None) -> str:
+def resolve_ami(parameter_name: str, ssm_client: Any) -> str:
     """The AMI id stored in SSM parameter ``parameter_name`` (read with ``ssm_client.get_parameter``).
 
     Raises :class:`AmiLookupError` when the parameter does not exist in the client's region or
     its value is not an AMI id (``ami-`` followed by 8-17 hex digits).
     """
-    if ssm_client is None:
-        raise ValueError("resolve_ami needs an ssm_client (boto3.client('ssm', region_name=...))")
     region = getattr(getattr(ssm_client, "meta", None), "region_name", None) or "the client's region"
     try:
         response = ssm_client.get_parameter(Name=parameter_name)

@@ -1,0 +1,1 @@
+"""AWS-emulator tests (LocalStack + moto server); see conftest.py."""
