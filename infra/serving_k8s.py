@@ -14,8 +14,10 @@ from pulumi_kubernetes.apps.v1 import DeploymentSpecArgs
 from pulumi_kubernetes.autoscaling.v2 import (
     CrossVersionObjectReferenceArgs,
     HorizontalPodAutoscalerSpecArgs,
+    MetricIdentifierArgs,
     MetricSpecArgs,
     MetricTargetArgs,
+    PodsMetricSourceArgs,
     ResourceMetricSourceArgs,
 )
 from pulumi_kubernetes.core.v1 import (
@@ -39,6 +41,7 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 ENGINES: tuple[str, ...] = ("builtin", "vllm")
 GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
+QUEUE_METRIC = "aidc_serve_queue_depth"
 
 
 @dataclass(kw_only=True)
@@ -55,6 +58,8 @@ class InferenceServiceArgs:
         cpu, memory: requests = limits per pod (default ``"8"``, ``"32Gi"``).
         min_replicas, max_replicas: HPA bounds (default 2..8).
         target_cpu_utilization: HPA target in percent of the CPU request (default 70).
+        target_queue_depth: when set, the HPA also scales on the mean ``aidc_serve_queue_depth``
+            per pod (needs a custom-metrics adapter; default None).
         min_available: PodDisruptionBudget floor; must stay below ``min_replicas`` so that node
             drains can always make progress (default 1).
         max_batch, queue_size: engine slots and admission queue (defaults 64 and 256).
@@ -75,6 +80,7 @@ class InferenceServiceArgs:
     min_replicas: int = 2
     max_replicas: int = 8
     target_cpu_utilization: int = 70
+    target_queue_depth: int | None = None
     min_available: int = 1
     max_batch: int = 64
     queue_size: int = 256
@@ -105,11 +111,34 @@ class InferenceServiceArgs:
         """The container command; both engines bind all interfaces inside the pod network."""
         p = str(self.port)
         if self.engine == "vllm":
-            return ["vllm", "serve", self.model, "--host", "0.0.0.0", "--port", p, "--max-num-seqs",
-                    str(self.max_batch)]
-        return ["python", "-m", "workloads.serve", "--model", self.model, "--host", "0.0.0.0", "--port", p,
-                "--max-batch", str(self.max_batch), "--queue-size", str(self.queue_size),
-                "--drain-timeout", str(self.drain_timeout_s)]
+            return [
+                "vllm",
+                "serve",
+                self.model,
+                "--host",
+                "0.0.0.0",
+                "--port",
+                p,
+                "--max-num-seqs",
+                str(self.max_batch),
+            ]
+        return [
+            "python",
+            "-m",
+            "workloads.serve",
+            "--model",
+            self.model,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            p,
+            "--max-batch",
+            str(self.max_batch),
+            "--queue-size",
+            str(self.queue_size),
+            "--drain-timeout",
+            str(self.drain_timeout_s),
+        ]
 
 
 class InferenceService(pulumi.ComponentResource):
@@ -148,10 +177,7 @@ class InferenceService(pulumi.ComponentResource):
                 scale_target_ref=CrossVersionObjectReferenceArgs(api_version="apps/v1", kind="Deployment", name=name),
                 min_replicas=args.min_replicas,
                 max_replicas=args.max_replicas,
-                metrics=[MetricSpecArgs(type="Resource", resource=ResourceMetricSourceArgs(
-                    name="cpu",
-                    target=MetricTargetArgs(type="Utilization", average_utilization=args.target_cpu_utilization),
-                ))],
+                metrics=_hpa_metrics(args),
             ),
             opts=child,
         )
@@ -163,6 +189,19 @@ class InferenceService(pulumi.ComponentResource):
         )
         self.service_name = self.service.metadata.apply(lambda m: m["name"] if isinstance(m, dict) else m.name)
         self.register_outputs({"serviceName": self.service_name, "port": args.port})
+
+
+def _hpa_metrics(args: InferenceServiceArgs) -> list[MetricSpecArgs]:
+    """CPU utilisation always; with ``target_queue_depth`` also the server's queue depth per pod
+    (needs a custom-metrics adapter, e.g. prometheus-adapter, exposing ``aidc_serve_queue_depth``).
+    On GPU pods the queue is the better signal: CPU stays low while the GPU is saturated."""
+    cpu = MetricTargetArgs(type="Utilization", average_utilization=args.target_cpu_utilization)
+    metrics = [MetricSpecArgs(type="Resource", resource=ResourceMetricSourceArgs(name="cpu", target=cpu))]
+    if args.target_queue_depth is not None:
+        queue = MetricTargetArgs(type="AverageValue", average_value=str(args.target_queue_depth))
+        metric = MetricIdentifierArgs(name=QUEUE_METRIC)
+        metrics.append(MetricSpecArgs(type="Pods", pods=PodsMetricSourceArgs(metric=metric, target=queue)))
+    return metrics
 
 
 def _pod_spec(args: InferenceServiceArgs) -> PodSpecArgs:
@@ -177,8 +216,12 @@ def _pod_spec(args: InferenceServiceArgs) -> PodSpecArgs:
             env.append(EnvVarArgs(name="VLLM_API_KEY", value_from=EnvVarSourceArgs(secret_key_ref=ref)))
 
     def probe(period: int, failures: int) -> ProbeArgs:
-        return ProbeArgs(http_get=HTTPGetActionArgs(path=HEALTH_PATH, port="http"), period_seconds=period,
-                         failure_threshold=failures, timeout_seconds=5)
+        return ProbeArgs(
+            http_get=HTTPGetActionArgs(path=HEALTH_PATH, port="http"),
+            period_seconds=period,
+            failure_threshold=failures,
+            timeout_seconds=5,
+        )
 
     container = ContainerArgs(
         name="server",

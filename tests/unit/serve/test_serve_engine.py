@@ -1,0 +1,198 @@
+"""Engine on CPU with tiny random models: HF-generate parity, batching, sampling, stops, limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from workloads.serve.config import EngineConfig
+from workloads.serve.engine import Engine, EngineOverloaded, RequestError, SamplingParams
+from workloads.serve.sequence import Delta
+
+PROMPT_LENGTHS = (1, 3, 9, 17, 25, 40)
+
+
+@pytest.fixture(scope="module", params=["tiny-random", "tiny-random-llama"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    # 4 slots for 6 prompts: two sequences must join the batch while others are mid-decode.
+    return Engine(EngineConfig(model=request.param, max_batch=4, max_model_len=128))
+
+
+def _prompts(seed: int = 1) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 512, (n,), generator=g).tolist() for n in PROMPT_LENGTHS]
+
+
+def _hf_greedy(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    # No min_new_tokens: it would mask end-of-text and change the argmax. HF stops after an
+    # end-of-text token instead; callers compare up to there (see _same_tokens).
+    x = torch.tensor([prompt])
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=n, pad_token_id=0)
+    out = engine.hf_model.generate(x, attention_mask=torch.ones_like(x), generation_config=cfg)
+    return out[0, len(prompt) :].tolist()
+
+
+def _same_tokens(ours: list[int], hf: list[int], n: int) -> bool:
+    """Token-for-token equal; where HF stopped early at end-of-text, equal up to and including it."""
+    if len(hf) < n:
+        return hf[-1] == 256 and ours[: len(hf)] == hf
+    return ours == hf
+
+
+def test_greedy_matches_hf_generate_token_for_token(engine: Engine) -> None:
+    prompts = _prompts()
+    outs = engine.generate(prompts, SamplingParams(max_tokens=24, ignore_eos=True))
+    for prompt, out in zip(prompts, outs, strict=True):
+        assert _same_tokens(out, _hf_greedy(engine, prompt, 24), 24), f"{len(prompt)}-token prompt diverged"
+
+
+def test_sequences_are_decoded_together(engine: Engine) -> None:
+    batches: list[int] = []
+
+    class Spy:
+        def on_step(self, batch: int, tokens: int) -> None:
+            batches.append(batch)
+
+        def on_first_token(self, ttft_s: float) -> None: ...
+        def on_finish(self, seq: object) -> None: ...
+
+    engine.observer = Spy()
+    try:
+        engine.generate(_prompts(2), SamplingParams(max_tokens=8, ignore_eos=True))
+    finally:
+        engine.observer = None
+    assert max(batches) == 4  # all slots busy at once, not one sequence at a time
+    assert engine.num_running == 0 and engine.num_waiting == 0
+
+
+def test_sampling_is_seeded_and_top_p_tiny_is_greedy(engine: Engine) -> None:
+    prompts = _prompts(3)[:3]
+    greedy = engine.generate(prompts, SamplingParams(max_tokens=12, ignore_eos=True))
+    narrow = engine.generate(prompts, SamplingParams(max_tokens=12, temperature=1.0, top_p=1e-6, ignore_eos=True))
+    assert narrow == greedy
+    hot = engine.generate(prompts, SamplingParams(max_tokens=12, temperature=1.5, ignore_eos=True))
+    assert hot != greedy and all(len(o) == 12 for o in hot)
+
+
+def test_eos_stops_and_is_not_returned(engine: Engine) -> None:
+    prompt = _prompts(4)[2]
+    free = _hf_greedy(engine, prompt, 6)
+    engine.eos_token_id = free[3]
+    try:
+        out = engine.generate([prompt], SamplingParams(max_tokens=6))
+    finally:
+        engine.eos_token_id = 256
+    assert out == [free[: free.index(free[3])]]
+
+
+def test_stop_string_cuts_text_and_streams_only_text_before_it(engine: Engine) -> None:
+    prompt = _prompts(5)[3]
+    full = engine.tokenizer.decode(_hf_greedy(engine, prompt, 20))
+    stop = next(full[i : i + 2] for i in range(2, len(full) - 2) if "\ufffd" not in full[i : i + 2])
+    deltas: list[Delta] = []
+    seq = engine.submit(prompt, SamplingParams(max_tokens=20, stop=(stop,), ignore_eos=True), deltas.append)
+    for _ in range(40):
+        if seq.finished:
+            break
+        engine.step()
+    assert deltas[-1].finish_reason == "stop"
+    assert "".join(d.text for d in deltas) == full[: full.index(stop)]
+
+
+def test_abort_frees_the_slot(engine: Engine) -> None:
+    seq = engine.submit(_prompts(6)[0], SamplingParams(max_tokens=50, ignore_eos=True))
+    engine.step()
+    assert engine.num_running == 1
+    engine.abort(seq)
+    engine.step()
+    assert seq.finished and seq.finish_reason == "abort" and engine.num_running == 0
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_tokens", "param"),
+    [([], 4, "prompt"), ([1] * 128, 1, "prompt"), ([1] * 100, 29, "max_tokens"), ([600], 4, "prompt")],
+)
+def test_requests_that_cannot_fit_are_refused(engine: Engine, prompt: list[int], max_tokens: int, param: str) -> None:
+    with pytest.raises(RequestError) as err:
+        engine.submit(prompt, SamplingParams(max_tokens=max_tokens))
+    assert err.value.param == param
+
+
+def test_full_queue_raises_overloaded(engine: Engine) -> None:
+    engine.max_waiting = 2
+    try:  # 4 free slots + 2 queue places
+        seqs = [engine.submit([1, 2], SamplingParams(max_tokens=2)) for _ in range(6)]
+        with pytest.raises(EngineOverloaded):
+            engine.submit([1, 2], SamplingParams(max_tokens=2))
+        for s in seqs:
+            engine.abort(s)
+        engine.step()
+    finally:
+        engine.max_waiting = 1 << 30
+    assert engine.num_waiting == 0
+
+
+def test_gpu_scheduling_path_on_cpu_padded_buckets_and_one_step_lag(engine: Engine) -> None:
+    """The CUDA path pads batches to graph buckets and reads each step's tokens one step late;
+    both are exercised here on CPU (without graphs) and must not change a single token."""
+    engine.runner.pad_buckets, engine.lag_steps = True, 1
+    try:
+        prompts = _prompts(7)
+        mixed = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (5, 24, 1, 13, 24, 7)]
+        seqs = [engine.submit(p, sp) for p, sp in zip(prompts, mixed, strict=True)]
+        for _ in range(200):
+            if not engine.has_work:
+                break
+            engine.step()
+    finally:
+        engine.runner.pad_buckets, engine.lag_steps = False, 0
+    for prompt, sp, seq in zip(prompts, mixed, seqs, strict=True):
+        ref = _hf_greedy(engine, prompt, sp.max_tokens)
+        assert _same_tokens(seq.out_ids, ref, sp.max_tokens), f"{len(prompt)}-token prompt diverged"
+    assert engine.num_running == 0
+
+
+def test_zero_queue_still_admits_into_free_slots(engine: Engine) -> None:
+    engine.max_waiting = 0
+    try:
+        seq = engine.submit([1, 2], SamplingParams(max_tokens=2))
+    finally:
+        engine.max_waiting = 1 << 30
+    while engine.has_work:
+        engine.step()
+    assert seq.finished and len(seq.out_ids) >= 1
+
+
+@pytest.mark.parametrize("config_name", ["Qwen2Config", "MistralConfig"])
+def test_local_model_directory_of_llama_like_types_matches_hf(tmp_path, config_name: str) -> None:
+    import transformers
+
+    config = getattr(transformers, config_name)(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        max_position_embeddings=256,
+        bos_token_id=256,
+        eos_token_id=256,
+        sliding_window=None,
+    )
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    engine = Engine(EngineConfig(model=str(tmp_path), max_batch=2, max_model_len=64))
+    assert engine.model_name == tmp_path.name
+    prompts = _prompts(8)[:3]
+    outs = engine.generate(prompts, SamplingParams(max_tokens=10, ignore_eos=True))
+    for prompt, out in zip(prompts, outs, strict=True):
+        assert _same_tokens(out, _hf_greedy(engine, prompt, 10), 10)
+
+
+def test_unsupported_model_type_is_refused_before_loading_weights(tmp_path) -> None:
+    import transformers
+
+    transformers.GPTNeoXConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model type 'gpt_neox' .* allowed gpt2, llama, mistral, qwen2"):
+        Engine(EngineConfig(model=str(tmp_path)))

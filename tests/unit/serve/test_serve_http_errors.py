@@ -1,0 +1,118 @@
+"""HTTP contract in-process (FastAPI TestClient): OpenAI-style 4xx bodies, auth, drain, SSE shape."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from workloads.serve.config import EngineConfig, ServerConfig
+from workloads.serve.server import create_app
+
+KEY = "test-key-123456"
+OK = {"model": "tiny-random", "prompt": "hello", "max_tokens": 4}
+CHAT = {"model": "tiny-random", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    engine = EngineConfig(model="tiny-random", max_batch=4, max_model_len=64)
+    app = create_app(ServerConfig(engine=engine, api_key=KEY, queue_size=8))
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as c:
+        yield c
+
+
+def _error(resp, status: int, param: str | None = None) -> dict:
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param
+    return err
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/v1/completions", b"{not json", 400, None),
+        ("/v1/completions", b"[1, 2]", 400, None),
+        ("/v1/completions", {**OK, "model": "gpt-9"}, 404, "model"),
+        ("/v1/completions", {**OK, "max_tokens": 0}, 400, "max_tokens"),
+        ("/v1/completions", {**OK, "max_tokens": -3}, 400, "max_tokens"),
+        ("/v1/completions", {**OK, "max_tokens": 10_000}, 400, "max_tokens"),
+        ("/v1/completions", {**OK, "max_tokens": "4"}, 400, "max_tokens"),
+        ("/v1/completions", {**OK, "prompt": "x" * 200}, 400, "prompt"),
+        ("/v1/completions", {**OK, "prompt": 5}, 400, None),
+        ("/v1/completions", {**OK, "prompt": ""}, 400, "prompt"),
+        ("/v1/completions", {**OK, "temperature": "hot"}, 400, "temperature"),
+        ("/v1/completions", {**OK, "temperature": 3.0}, 400, "temperature"),
+        ("/v1/completions", {**OK, "top_p": 0}, 400, "top_p"),
+        ("/v1/completions", {**OK, "stream": "yes"}, 400, "stream"),
+        ("/v1/completions", {**OK, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ("/v1/completions", {**OK, "n": 2}, 400, "n"),
+        ("/v1/completions", {"prompt": "hi"}, 400, "model"),
+        ("/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
+        ("/v1/chat/completions", {**CHAT, "messages": [{"role": "wizard", "content": "x"}]}, 400, None),
+        ("/v1/chat/completions", {**CHAT, "messages": "hi"}, 400, "messages"),
+    ],
+)
+def test_malformed_requests_get_4xx_with_openai_error_body(client: TestClient, path, body, status, param) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    err = _error(client.post(path, content=data), status, param)
+    assert err["type"] in ("invalid_request_error", "not_found_error")
+
+
+def test_server_still_serves_after_bad_input(client: TestClient) -> None:
+    resp = client.post("/v1/completions", json=OK)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["object"] == "text_completion" and body["usage"]["completion_tokens"] >= 1
+    assert body["usage"]["prompt_tokens"] == len(b"hello")
+
+
+def test_bearer_token_is_required_when_configured(client: TestClient) -> None:
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-key-000"}):
+        _error(client.post("/v1/completions", json=OK, headers=headers), 401)
+    assert client.get("/v1/models", headers={"Authorization": ""}).status_code == 401
+    assert client.get("/health", headers={"Authorization": ""}).status_code == 200
+
+
+def test_chat_stream_is_sse_with_done_and_usage(client: TestClient) -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: ") :] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] in ("length", "stop")
+    assert chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+def test_draining_refuses_new_work_and_fails_health(client: TestClient) -> None:
+    state = client.app.state.serve
+    state.draining = True
+    try:
+        _error(client.post("/v1/completions", json=OK), 503)
+        assert client.get("/health").status_code == 503
+    finally:
+        state.draining = False
+    assert client.get("/health").status_code == 200
+
+
+def test_request_timeout_answers_504_and_frees_the_slot() -> None:
+    engine = EngineConfig(model="tiny-random", max_batch=2, max_model_len=512)
+    app = create_app(ServerConfig(engine=engine, request_timeout_s=0.05))
+    with TestClient(app) as c:
+        resp = c.post("/v1/completions", json={**OK, "max_tokens": 500, "ignore_eos": True})
+        err = _error(resp, 504)
+        assert err["code"] == "timeout"
+        serve = app.state.serve
+        for _ in range(100):  # the abort is applied by the engine thread at its next step
+            if serve.engine.num_running == 0:
+                break
+            time.sleep(0.02)
+        assert serve.engine.num_running == 0

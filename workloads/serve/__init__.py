@@ -1,0 +1,1 @@
+"""Inference serving: a continuous-batching engine and an OpenAI-compatible HTTP server."""

@@ -1,0 +1,255 @@
+"""Model runner: a Hugging Face causal LM driven over a preallocated, slot-indexed KV cache.
+
+The runner reuses the model's own modules (norms, projections, MLPs, rotary embedding) and only
+replaces attention, so that every sequence can sit at its own position: the cache is one tensor
+per layer of shape ``[slots, kv_heads, max_model_len, head_dim]`` and decode row ``i`` is slot
+``i``. The scheduler keeps sequences in the lowest free slots, so a decode step over the first
+``B`` slots reads plain views of the cache (no gather), and on CUDA each ``(B, ctx)`` bucket is
+one captured CUDA graph whose inputs are the persistent ``tokens``/``positions`` buffers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def _buckets(limit: int, start: int) -> list[int]:
+    """Powers of two from ``start`` below ``limit``, then ``limit`` itself."""
+    out, b = [], start
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return out + [limit]
+
+
+class _GPT2:
+    """GPT-2 layout: learned positions, fused qkv (Conv1D), pre-LayerNorm blocks."""
+
+    def __init__(self, hf: Any) -> None:
+        cfg = hf.config
+        self.tr, self.lm_head = hf.transformer, hf.lm_head
+        self.layers = list(self.tr.h)
+        self.n_heads = self.n_kv = cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.max_positions = cfg.n_positions
+        self._tanh_gelu = cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh")
+
+    def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        return self.tr.wte(tokens) + self.tr.wpe(pos), None
+
+    def block(self, i: int, h: torch.Tensor, rope: Any, attend: Any) -> torch.Tensor:
+        blk = self.layers[i]
+        n, t, _ = h.shape
+        qkv = blk.attn.c_attn(blk.ln_1(h)).view(n, t, 3, self.n_heads, self.head_dim)
+        q, k, v = (x.transpose(1, 2) for x in qkv.unbind(2))
+        o = attend(i, q, k, v).transpose(1, 2).reshape(n, t, -1)
+        h = h + blk.attn.c_proj(o)
+        if not self._tanh_gelu:
+            return h + blk.mlp(blk.ln_2(h))
+        # GPT-2's "gelu_new" is the tanh approximation: one fused kernel instead of six.
+        x = F.gelu(blk.mlp.c_fc(blk.ln_2(h)), approximate="tanh")
+        return h + blk.mlp.c_proj(x)
+
+    def final(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.tr.ln_f(h))
+
+
+class _Llama:
+    """Llama layout: rotary positions (the model's own rotary module), GQA, RMSNorm, gated MLP."""
+
+    def __init__(self, hf: Any) -> None:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        cfg = hf.config
+        self.m, self.lm_head, self._rotate = hf.model, hf.lm_head, apply_rotary_pos_emb
+        self.layers = list(self.m.layers)
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.max_positions = cfg.max_position_embeddings
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        self.sliding_window = window
+
+    def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        h = self.m.embed_tokens(tokens)
+        return h, self.m.rotary_emb(h, pos)
+
+    def block(self, i: int, h: torch.Tensor, rope: Any, attend: Any) -> torch.Tensor:
+        layer, (n, t, _) = self.layers[i], h.shape
+        a, x = layer.self_attn, layer.input_layernorm(h)
+        q = a.q_proj(x).view(n, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = a.k_proj(x).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = a.v_proj(x).view(n, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = self._rotate(q, k, *rope)
+        h = h + a.o_proj(attend(i, q, k, v).transpose(1, 2).reshape(n, t, -1))
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    def final(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.m.norm(h))
+
+
+#: model_type -> layout. Qwen2 (qkv bias) and Mistral share the Llama layout; sliding-window
+#: attention is not implemented, so such models are limited to contexts inside the window.
+ARCHS = {"gpt2": _GPT2, "llama": _Llama, "qwen2": _Llama, "mistral": _Llama}
+
+
+class ModelRunner:
+    """Prefill and decode over a static KV cache; CUDA-graph decode on CUDA devices."""
+
+    def __init__(
+        self,
+        hf_model: Any,
+        *,
+        max_batch: int,
+        max_model_len: int,
+        cuda_graphs: bool = True,
+        batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+    ) -> None:
+        param = next(hf_model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.arch = ARCHS[hf_model.config.model_type](hf_model)
+        self.vocab_size = hf_model.config.vocab_size
+        window = getattr(self.arch, "sliding_window", None)
+        if window and window < max_model_len:
+            raise ValueError(
+                f"max_model_len={max_model_len} is invalid for this model: its sliding_window={window} is "
+                f"not implemented by the built-in engine; allowed max_model_len <= {window} (or use vllm)"
+            )
+        self.max_batch, self.max_len = max_batch, max_model_len
+        n_layers = len(self.arch.layers)
+        shape = (n_layers, max_batch, self.arch.n_kv, max_model_len, self.arch.head_dim)
+        self.k_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        self.v_cache = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        # Persistent decode inputs: graphs read these exact storages.
+        self.tokens = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(max_batch, dtype=torch.long, device=self.device)
+        self._rows = torch.arange(max_batch, device=self.device)
+        self._key_idx = torch.arange(max_model_len, device=self.device)
+        self.batch_buckets = sorted({b for b in batch_buckets if b < max_batch} | {max_batch})
+        self.ctx_buckets = _buckets(max_model_len, 128)
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self._pool: Any = None
+        # Graphs need fixed shapes; tests turn padding on without graphs to check it on CPU.
+        self.pad_buckets = self.use_graphs
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return 2 * self.k_cache.numel() * self.k_cache.element_size()
+
+    # ---- prefill -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Run prompts (right-padded together) into their slots; return last-position logits [N, V]."""
+        n, t = len(prompts), max(len(p) for p in prompts)
+        # Build on the host, then one transfer each (not one small copy per prompt).
+        padded = torch.zeros((n, t), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            padded[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+        tokens = padded.to(self.device, non_blocking=True)
+        lens = torch.tensor([len(p) for p in prompts]).to(self.device, non_blocking=True)
+        slot_idx = torch.tensor(slots).to(self.device, non_blocking=True)
+        pos = self._key_idx[:t].expand(n, t)
+        causal = torch.ones((t, t), dtype=torch.bool, device=self.device).tril()
+        # Padding keys are masked; padding queries still see key 0, so no row is all -inf.
+        mask = (causal[None] & (self._key_idx[:t][None, None] < lens[:, None, None]))[:, None]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.k_cache[i][slot_idx, :, :t] = k
+            self.v_cache[i][slot_idx, :, :t] = v
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self._gqa)
+
+        h, rope = self.arch.embed(tokens, pos)
+        for i in range(len(self.arch.layers)):
+            h = self.arch.block(i, h, rope, attend)
+        last = h[torch.arange(n, device=self.device), lens - 1]
+        return self.arch.final(last[:, None])[:, 0].float()
+
+    @property
+    def _gqa(self) -> bool:
+        return self.arch.n_kv != self.arch.n_heads
+
+    # ---- decode --------------------------------------------------------------------------------
+    def _decode_eager(self, batch: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, pos = self.tokens[:batch, None], self.positions[:batch]
+        rows = self._rows[:batch]
+        mask = (self._key_idx[:ctx][None] <= pos[:, None])[:, None, None]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc[rows, :, pos] = k[:, :, 0]
+            vc[rows, :, pos] = v[:, :, 0]
+            return F.scaled_dot_product_attention(
+                q, kc[:batch, :, :ctx], vc[:batch, :, :ctx], attn_mask=mask, enable_gqa=self._gqa
+            )
+
+        h, rope = self.arch.embed(tokens, pos[:, None])
+        for i in range(len(self.arch.layers)):
+            h = self.arch.block(i, h, rope, attend)
+        logits = self.arch.final(h)[:, 0].float()
+        return logits, logits.argmax(-1)
+
+    def bucket(self, rows_needed: int, ctx_needed: int) -> tuple[int, int]:
+        """The (batch, ctx) a step runs with: exact on CPU, the covering graph bucket on CUDA."""
+        if not self.pad_buckets:
+            return rows_needed, min(self.max_len, math.ceil(ctx_needed / 16) * 16)
+        b = self.batch_buckets[bisect.bisect_left(self.batch_buckets, rows_needed)]
+        c = self.ctx_buckets[bisect.bisect_left(self.ctx_buckets, ctx_needed)]
+        return b, c
+
+    @torch.inference_mode()
+    def decode(self, batch: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step for slots ``[0, batch)``: (logits [batch, V] fp32, greedy ids [batch]).
+
+        Reads ``tokens``/``positions`` and writes this step's K/V at ``positions``. The returned
+        tensors are graph-owned buffers on CUDA: consume them before the next step.
+        """
+        if not self.use_graphs:
+            return self._decode_eager(batch, ctx)
+        graph, logits, ids = self._graphs.get((batch, ctx)) or self._capture(batch, ctx)
+        graph.replay()
+        return logits, ids
+
+    def advance(self, batch: int, next_ids: torch.Tensor) -> None:
+        """Feed a step's tokens back as the next inputs; positions stay inside the cache."""
+        self.tokens[:batch] = next_ids
+        self.positions[:batch].add_(1).clamp_(max=self.max_len - 1)
+
+    def set_slots(self, slots: list[int], first_ids: torch.Tensor, lens: list[int]) -> None:
+        idx = torch.tensor(slots, device=self.device)
+        self.tokens[idx] = first_ids
+        self.positions[idx] = torch.tensor(lens, device=self.device)
+
+    @torch.inference_mode()
+    def _capture(self, batch: int, ctx: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        # Warm up on a side stream (cuBLAS handles, lazy inits) as CUDA graph capture requires.
+        # The warm-up writes K/V of whatever the slots hold at their current positions: the same
+        # values a real step would write, so it is harmless.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._decode_eager(batch, ctx)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()  # graphs never run concurrently: share memory
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits, ids = self._decode_eager(batch, ctx)
+        self._graphs[(batch, ctx)] = (graph, logits, ids)
+        return graph, logits, ids
+
+    def capture_all(self) -> int:
+        """Capture every (batch, ctx) bucket up front so no request pays for a capture."""
+        if not self.use_graphs:
+            return 0
+        for b in reversed(self.batch_buckets):
+            for c in reversed(self.ctx_buckets):
+                if (b, c) not in self._graphs:
+                    self._capture(b, c)
+        torch.cuda.synchronize()
+        return len(self._graphs)

@@ -1,0 +1,287 @@
+"""OpenAI-compatible HTTP server (FastAPI + uvicorn) in front of the engine.
+
+Backpressure: at most ``queue_size`` requests wait for a KV-cache slot; more get 429 with
+``Retry-After``. On SIGTERM the server stops accepting connections, answers 503 to requests on
+open connections, lets in-flight requests finish (up to ``drain_timeout_s``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from workloads.serve.config import ServerConfig
+from workloads.serve.engine import Engine, EngineOverloaded, RequestError
+from workloads.serve.metrics import ServeMetrics
+from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
+from workloads.serve.sequence import Delta, SamplingParams
+
+log = logging.getLogger("aidc.serve")
+
+
+class _State:
+    def __init__(self, config: ServerConfig, engine: Engine, metrics: ServeMetrics) -> None:
+        self.config, self.engine, self.metrics = config, engine, metrics
+        self.draining = False
+
+
+def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
+    """Build the app; the engine (model load + KV cache) is created here unless given."""
+    engine = engine or Engine(config.engine, max_waiting=config.queue_size)
+    engine.max_waiting = config.queue_size
+    metrics = ServeMetrics(lambda: engine.num_waiting, lambda: engine.num_running)
+    engine.observer = metrics
+    state = _State(config, engine, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.shutdown()
+
+    app = FastAPI(title="aidc serve", lifespan=lifespan)
+    app.state.serve = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": engine.model_name})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        _check(state, request)
+        card = {"id": engine.model_name, "object": "model", "created": 0, "owned_by": "aidc"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        _check(state, request)
+        body: CompletionRequest = parse_body(await request.body(), CompletionRequest)
+        _check_model(engine, body.model)
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        params = _params(engine, body, len(ids), default_max=16)
+        return await _generate(state, request, body, ids, params, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        _check(state, request)
+        body: ChatRequest = parse_body(await request.body(), ChatRequest)
+        _check_model(engine, body.model)
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        ids = engine.tokenizer.encode(engine.tokenizer.chat_prompt(messages))
+        params = _params(engine, body, len(ids), default_max=None)
+        return await _generate(state, request, body, ids, params, chat=True)
+
+    return app
+
+
+def _check(state: _State, request: Request) -> None:
+    """Refuse work while draining; enforce the bearer token when one is configured."""
+    if state.draining:
+        raise ApiError(503, "server is shutting down", code="draining", headers={"Connection": "close"})
+    key = state.config.api_key
+    if key is not None:
+        got = request.headers.get("authorization", "")
+        if not hmac.compare_digest(got.encode(), f"Bearer {key}".encode()):
+            raise ApiError(401, "missing or invalid bearer token in the Authorization header", code="invalid_api_key")
+
+
+def _check_model(engine: Engine, model: str) -> None:
+    if model != engine.model_name:
+        raise ApiError(
+            404,
+            f"model '{model}' does not exist: this server serves '{engine.model_name}'",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _params(engine: Engine, body: Any, prompt_len: int, default_max: int | None) -> SamplingParams:
+    max_tokens = body.max_tokens or default_max or max(1, engine.max_model_len - prompt_len)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop_strings(),
+        ignore_eos=body.ignore_eos,
+    )
+
+
+async def _generate(
+    state: _State, request: Request, body: Any, ids: list[int], params: SamplingParams, *, chat: bool
+) -> Response:
+    engine, loop, queue = state.engine, asyncio.get_running_loop(), asyncio.Queue[Delta]()
+
+    def sink(delta: Delta) -> None:  # engine thread → event loop
+        with contextlib.suppress(RuntimeError):  # loop closed: the client is gone anyway
+            loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+    try:
+        seq = engine.submit(ids, params, sink)
+    except RequestError as exc:
+        code = "context_length_exceeded" if exc.param in ("prompt", "max_tokens") else "invalid_value"
+        raise ApiError(400, str(exc), param=exc.param, code=code) from None
+    except EngineOverloaded:
+        retry = str(state.config.retry_after_s)
+        raise ApiError(
+            429,
+            "server is at capacity: too many requests are waiting; retry later",
+            code="overloaded",
+            headers={"Retry-After": retry},
+        ) from None
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    deadline = time.monotonic() + state.config.request_timeout_s
+    shape = _Shape(rid, engine.model_name, chat, len(ids))
+    if body.stream:
+        return StreamingResponse(
+            _stream(engine, seq, queue, deadline, shape, body.include_usage()),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # proxies must not buffer
+        )
+    text, reason = [], None
+    try:
+        while reason is None:
+            delta = await _next(queue, deadline)
+            text.append(delta.text)
+            reason = delta.finish_reason
+    except TimeoutError:
+        engine.abort(seq)
+        raise ApiError(504, f"request timed out after {state.config.request_timeout_s:g} s", code="timeout") from None
+    except asyncio.CancelledError:
+        engine.abort(seq)
+        raise
+    if reason == "error":
+        raise ApiError(500, "the engine failed while generating this request", code="engine_error")
+    return JSONResponse(shape.full("".join(text), reason, len(seq.out_ids)))
+
+
+async def _next(queue: asyncio.Queue[Delta], deadline: float) -> Delta:
+    return await asyncio.wait_for(queue.get(), timeout=max(0.0, deadline - time.monotonic()))
+
+
+async def _stream(
+    engine: Engine, seq: Any, queue: asyncio.Queue[Delta], deadline: float, shape: _Shape, usage: bool
+) -> AsyncIterator[str]:
+    try:
+        if shape.chat:
+            yield _sse(shape.chunk({"role": "assistant", "content": ""}, None))
+        while True:
+            try:
+                delta = await _next(queue, deadline)
+            except TimeoutError:
+                yield _sse(ApiError(504, "request timed out", code="timeout").body())
+                break
+            reason = delta.finish_reason if delta.finish_reason != "abort" else "stop"
+            if delta.text or reason:
+                yield _sse(shape.chunk(delta.text, reason))
+            if delta.finish_reason is not None:
+                if usage:
+                    yield _sse(shape.usage_chunk(len(seq.out_ids)))
+                break
+        yield "data: [DONE]\n\n"
+    finally:  # normal end, timeout or client disconnect: never leave the slot busy
+        if not seq.finished:
+            engine.abort(seq)
+
+
+def _sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+class _Shape:
+    """Builds OpenAI response objects for one request (completion or chat, full or chunk)."""
+
+    def __init__(self, rid: str, model: str, chat: bool, prompt_tokens: int) -> None:
+        self.rid, self.model, self.chat, self.prompt_tokens = rid, model, chat, prompt_tokens
+        self.created = int(time.time())
+
+    def _head(self, chunk: bool) -> dict[str, Any]:
+        kind = ("chat.completion" if self.chat else "text_completion") + (".chunk" if chunk and self.chat else "")
+        return {"id": self.rid, "object": kind, "created": self.created, "model": self.model}
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        total = self.prompt_tokens + completion_tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": total}
+
+    def full(self, text: str, reason: str, completion_tokens: int) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
+        if self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice.update(text=text, logprobs=None)
+        return {**self._head(False), "choices": [choice], "usage": self.usage(completion_tokens)}
+
+    def chunk(self, delta: str | dict[str, str], reason: str | None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
+        if self.chat:
+            choice["delta"] = delta if isinstance(delta, dict) else ({"content": delta} if delta else {})
+        else:
+            choice.update(text=delta, logprobs=None)
+        return {**self._head(True), "choices": [choice]}
+
+    def usage_chunk(self, completion_tokens: int) -> dict[str, Any]:
+        return {**self._head(True), "choices": [], "usage": self.usage(completion_tokens)}
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn server whose SIGTERM drains and then exits 0 instead of re-raising the signal."""
+
+    def __init__(self, config: uvicorn.Config, state: _State) -> None:
+        super().__init__(config)
+        self._serve_state = state
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._serve_state.draining = True
+        if sig == signal.SIGTERM and not self.should_exit:
+            log.info("SIGTERM: draining in-flight requests, refusing new ones")
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+
+def serve(config: ServerConfig) -> None:
+    """Load the model, then serve until SIGTERM/SIGINT (blocking)."""
+    app = create_app(config)
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(config.drain_timeout_s),
+        access_log=False,
+    )
+    DrainingServer(uv, app.state.serve).run()
