@@ -1,0 +1,159 @@
+"""``s3://bucket/prefix`` checkpoint store (boto3), for S3 or an S3-compatible emulator.
+
+Endpoint: ``AIDC_S3_ENDPOINT`` if set, else ``AWS_ENDPOINT_URL`` (boto3's own variable), else AWS.
+Each rank DCP-writes into a private local staging directory and uploads what it wrote under
+``prefix/step_NNNNNNNN/``; after a barrier rank 0 lists those objects and uploads ``COMPLETE.json``
+last. S3 PUTs are atomic per object, so a checkpoint without its marker — or whose marker lists an
+object that is missing or of another size — is never loaded. Loading downloads the checkpoint once
+per node (local rank 0) into a temporary directory shared by that node's ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import torch.distributed.checkpoint as dcp
+
+from workloads.train import faults
+from workloads.train.checkpoint import (
+    MARKER,
+    STEP_DIR,
+    CheckpointError,
+    _barrier,
+    _rank,
+    dcp_mode,
+    load_train_state,
+    marker_matches,
+    marker_payload,
+    step_name,
+    write_local_checkpoint,
+)
+
+
+def s3_endpoint() -> str | None:
+    return os.environ.get("AIDC_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    m = re.match(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$", url)
+    if not m:
+        raise CheckpointError(f"ckpt_dir={url!r} is not a valid s3://bucket[/prefix] URL")
+    return m.group(1), (m.group(2) or "").strip("/")
+
+
+class S3Store:
+    def __init__(self, url: str, *, kms_key_id: str = "") -> None:
+        self.url = url
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.kms_key_id = kms_key_id
+        self.s3 = boto3.client("s3", endpoint_url=s3_endpoint())
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def _extra_args(self) -> dict[str, str]:
+        if not self.kms_key_id:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+
+    def _objects(self, step: int) -> dict[str, int]:
+        """Relative name -> size of every object of one checkpoint, the marker excluded."""
+        base = self._key(step_name(step)) + "/"
+        out: dict[str, int] = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(base) :]
+                if rel != MARKER:
+                    out[rel] = obj["Size"]
+        return out
+
+    def _steps_present(self) -> list[int]:
+        base = self._key() + "/" if self.prefix else ""
+        steps = []
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base, Delimiter="/")
+        for page in pages:
+            for cp in page.get("CommonPrefixes", []):
+                m = STEP_DIR.match(cp["Prefix"][len(base) :].rstrip("/"))
+                if m:
+                    steps.append(int(m.group(1)))
+        return sorted(steps)
+
+    def _is_valid(self, step: int) -> bool:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(step_name(step), MARKER))["Body"].read()
+            marker = json.loads(body)
+        except (self.s3.exceptions.NoSuchKey, ValueError):
+            return False
+        return marker_matches(marker, self._objects(step))
+
+    def valid_steps(self) -> list[int]:
+        return [s for s in self._steps_present() if self._is_valid(s)]
+
+    def save(self, step: int, state: dict[str, Any], train_state: dict[str, Any]) -> None:
+        stage = Path(tempfile.mkdtemp(prefix=f"aidc-ckpt-stage-r{_rank()}-"))
+        try:
+            write_local_checkpoint(stage, state, train_state)
+            for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+                key = self._key(step_name(step), str(path.relative_to(stage)))
+                self.s3.upload_file(str(path), self.bucket, key, ExtraArgs=self._extra_args())
+            _barrier()
+            faults.maybe_die("AIDC_FAULT_IN_SAVE_AT_STEP", step, _rank())
+            if _rank() == 0:
+                body = json.dumps(
+                    marker_payload(step, self._objects(step), self._key(step_name(step))), sort_keys=True
+                ).encode()
+                self.s3.put_object(
+                    Bucket=self.bucket, Key=self._key(step_name(step), MARKER), Body=body, **self._extra_args()
+                )
+            _barrier()
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def _download_dir(self, step: int) -> Path:
+        run = os.environ.get("TORCHELASTIC_RUN_ID", "") + os.environ.get("TORCHELASTIC_RESTART_COUNT", "")
+        tag = hashlib.sha256(f"{self.url}|{run}|{os.getppid()}".encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"aidc-ckpt-dl-{tag}-{step_name(step)}"
+
+    def load(self, step: int, state: dict[str, Any]) -> dict[str, Any]:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        target = self._download_dir(step)
+        if local_rank == 0:
+            shutil.rmtree(target, ignore_errors=True)
+            for rel in self._objects(step):
+                dest = target / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(self.bucket, self._key(step_name(step), rel), str(dest))
+        _barrier()
+        try:
+            with dcp_mode() as no_dist:
+                dcp.load(state, storage_reader=dcp.FileSystemReader(str(target)), no_dist=no_dist)
+            train_state = load_train_state(target)
+        finally:
+            _barrier()
+            if local_rank == 0:
+                shutil.rmtree(target, ignore_errors=True)
+        return train_state
+
+    def _delete_step(self, step: int) -> None:
+        keys = [self._key(step_name(step), rel) for rel in self._objects(step)]
+        keys.append(self._key(step_name(step), MARKER))
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = [{"Key": k} for k in keys[i : i + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def prune(self, keep_last: int) -> list[int]:
+        valid = self.valid_steps()
+        doomed = valid[:-keep_last] if keep_last else []
+        newest = valid[-1] if valid else -1
+        for step in self._steps_present():
+            if step in doomed or (step < newest and step not in valid):
+                self._delete_step(step)
+        return doomed
