@@ -1,0 +1,41 @@
+# Developer and CI entry points for the node configuration (Ansible) and its disposable test hosts.
+# Host targets need root and the packages of .ci/hosts-prereqs.sh.
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(abspath $(VENV)/bin)
+TESTBED_DIR ?= /tmp/aidc-testbed
+HOSTS       ?= 2
+STANDIN_DIR := $(TESTBED_DIR)-standin-repo
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
+
+.PHONY: hosts-prereqs standin-repo testbed-up testbed-down converge check-hosts test-hosts lint-ansible
+
+hosts-prereqs:              ## install debootstrap, systemd-container, apt-cacher-ng, ... (root)
+	.ci/hosts-prereqs.sh
+
+standin-repo:               ## build the stand-in NVIDIA apt repository (pinned versions)
+	$(PY) -m tests.integration.standin_repo $(STANDIN_DIR)
+
+testbed-up: standin-repo    ## boot $(HOSTS) disposable Debian 12 hosts; inventory in $(TESTBED_DIR)
+	$(PY) -m tests.testbed up --hosts $(HOSTS) --workdir $(TESTBED_DIR) \
+	  --bind-ro=$(STANDIN_DIR):/srv/aidc-standin-repo
+
+testbed-down:               ## stop the hosts and remove overlays, veths, proxy
+	$(PY) -m tests.testbed down --workdir $(TESTBED_DIR)
+
+converge:                   ## run site.yml against the test hosts
+	mkdir -p $(TESTBED_DIR)/cp
+	cd ansible && ANSIBLE_SSH_CONTROL_PATH_DIR=$(TESTBED_DIR)/cp ansible-playbook \
+	  -i $(TESTBED_DIR)/inventory.yml site.yml -e @../tests/testbed/container_vars.yml
+
+check-hosts:                ## testinfra node checks against the test hosts
+	ANSIBLE_SSH_CONTROL_PATH_DIR=$(TESTBED_DIR)/cp $(PY) -m pytest tests/hosts \
+	  --hosts=ansible://all --ansible-inventory=$(TESTBED_DIR)/inventory.yml \
+	  --aidc-extra-vars=tests/testbed/container_vars.yml -rs
+
+test-hosts:                 ## the integration test: 2 hosts, converge twice, checks, interrupted run
+	AIDC_REQUIRE_HOSTS=1 $(PY) -m pytest -m hosts tests/integration/test_converge.py -v
+
+lint-ansible:               ## yamllint + ansible-lint (production profile)
+	cd ansible && yamllint -s . && ansible-lint

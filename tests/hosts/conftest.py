@@ -1,0 +1,145 @@
+"""testinfra checks for ANY node: ``pytest tests/hosts --hosts=ssh://node`` (or ``local://``,
+``ansible://all --ansible-inventory=INV``).
+
+Expectations come from the same files Ansible reads: role defaults, then
+``ansible/group_vars/all.yml``, then the host's inventory variables (ansible:// hosts only), then
+``--aidc-extra-vars FILE`` (like ``ansible-playbook -e @FILE``). GPU checks are marked ``gpu`` and
+skip, with the reason, on hosts whose PCI bus has no NVIDIA GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jinja2 import StrictUndefined
+from jinja2.nativetypes import NativeEnvironment
+from nodecheck import pci_devices
+
+ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
+ROLES = ("common", "nvidia_driver", "fabric_manager", "nccl")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("aidc node checks")
+    group.addoption("--aidc-extra-vars", default=os.environ.get("AIDC_EXTRA_VARS"),
+                    help="YAML file of variables overriding group_vars/defaults (like -e @FILE)")
+    group.addoption("--aidc-instance-type", default=os.environ.get("AIDC_INSTANCE_TYPE"),
+                    help="EC2 instance type of the host, for the catalog GPU count/model check")
+    group.addoption("--aidc-python", default=os.environ.get("AIDC_PYTHON", "python3"),
+                    help="Python with torch on the host, for the NCCL all-reduce check")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Without --hosts testinfra would judge the machine running pytest; refuse rather than guess.
+    if config.getoption("hosts", None):
+        return
+    skip = pytest.mark.skip(reason="node checks need --hosts=... (e.g. ssh://node, local://)")
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(skip)
+
+
+def _to_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _os_vars(role: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """The role's vars/main.yml plus its first_found OS file, as the role loads them."""
+    out: dict[str, Any] = {}
+    vars_dir = ANSIBLE / "roles" / role / "vars"
+    candidates = [f"{facts['distribution']}-{facts['distribution_major_version']}.yml",
+                  f"{facts['os_family']}.yml"]
+    if (vars_dir / "main.yml").exists():
+        out.update(yaml.safe_load((vars_dir / "main.yml").read_text()) or {})
+    for name in [*candidates, "unsupported.yml"]:
+        if (vars_dir / name).exists():
+            out.update(yaml.safe_load((vars_dir / name).read_text()) or {})
+            break
+    return out
+
+
+def _render(variables: dict[str, Any]) -> dict[str, Any]:
+    env = NativeEnvironment(undefined=StrictUndefined)
+    env.filters["bool"] = _to_bool
+    out = dict(variables)
+    for _ in range(6):  # defaults refer to group_vars that refer to nothing deeper than a few levels
+        pending = False
+        for key, value in out.items():
+            if isinstance(value, str) and "{{" in value:
+                try:
+                    out[key] = env.from_string(value).render(out)
+                except Exception:  # noqa: BLE001 (depends on a value rendered in a later pass)
+                    pending = True
+        if not pending:
+            break
+    return out
+
+
+def _facts(host) -> dict[str, Any]:
+    info = host.system_info
+    distribution = {"debian": "Debian", "ubuntu": "Ubuntu"}.get(info.distribution, info.distribution)
+    return {"distribution": distribution, "distribution_major_version": str(info.release).split(".")[0],
+            "os_family": "Debian" if distribution in ("Debian", "Ubuntu") else distribution,
+            "architecture": info.arch}
+
+
+@dataclass
+class Expect:
+    """Merged, rendered variables for one host plus the host facts they depend on."""
+
+    vars: dict[str, Any]
+    facts: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.vars[key]
+
+    def flag(self, key: str) -> bool:
+        return _to_bool(self.vars[key])
+
+    @property
+    def driver_flavour(self) -> str:
+        source = self.vars["nvidia_driver_source"]
+        return self.vars["_nvidia_driver_default_source"] if source == "auto" else source
+
+    @property
+    def driver_branch(self) -> str:
+        key = "nvidia_driver_debian_branch" if self.driver_flavour == "debian" else "nvidia_driver_branch"
+        return str(self.vars[key])
+
+    @property
+    def driver_package(self) -> str:
+        """The package whose version is the driver's (what the role records and fabric manager matches)."""
+        if self.driver_flavour == "debian":
+            return "nvidia-driver"
+        return str(self.vars["_nvidia_driver_cuda_package"]).strip()
+
+
+@pytest.fixture(scope="module")
+def expect(host, request) -> Expect:
+    facts = _facts(host)
+    merged: dict[str, Any] = {"ansible_facts": facts}
+    for role in ROLES:
+        merged.update(yaml.safe_load((ANSIBLE / "roles" / role / "defaults/main.yml").read_text()))
+        merged.update(_os_vars(role, facts))
+    merged.update(yaml.safe_load((ANSIBLE / "group_vars/all.yml").read_text()))
+    if host.backend.NAME == "ansible":
+        merged.update({k: v for k, v in host.ansible.get_variables().items() if not k.startswith("ansible_")})
+    extra = request.config.getoption("--aidc-extra-vars")
+    if extra:
+        merged.update(yaml.safe_load(Path(extra).read_text()) or {})
+    return Expect(vars=_render(merged), facts=facts)
+
+
+@pytest.fixture(scope="module")
+def gpu_host(host):
+    """The host, when it has an NVIDIA GPU on its PCI bus; otherwise the GPU check skips."""
+    gpus = [d for d, cls in pci_devices(host) if d.startswith("0x10de:") and re.match(r"0x030[02]", cls)]
+    if not gpus:
+        pytest.skip(f"no NVIDIA GPU on the PCI bus of {host.backend.get_pytest_id()}: GPU checks need one")
+    return host

@@ -1,0 +1,126 @@
+"""site.yml on two disposable Debian 12 hosts, in order (the tests share the hosts):
+
+1. check mode on the fresh hosts fails nowhere;
+2. host 1's first run is killed mid-way;
+3. a full run converges both hosts (host 0 from fresh, host 1 after the interruption), and a
+   second run reports changed=0 on every host;
+4. the testinfra node checks (tests/hosts) pass on them.
+
+Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
+against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
+the pinned ones) with fabric manager forced on. No GPU here: GPU checks skip with their reason.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.integration.ansible_run import (
+    ANSIBLE,
+    REPO,
+    ansible_env,
+    changed_tasks,
+    converge,
+    failed_tasks,
+    playbook_command,
+)
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+#: The only reasons a node check may skip on these hosts; anything else is a broken setup.
+ALLOWED_SKIPS = ("no NVIDIA GPU on the PCI bus", "common_sysctl_apply_runtime is false", "container:",
+                 "lacks CAP_SYS_RESOURCE on this host (container)")
+#: Kill the first run once this task starts: the CUDA source list is written, its index not yet.
+INTERRUPT_AT = "Read the repositories APT has indexed"
+
+
+def _assert_converged(report: dict, hosts: list[str]) -> None:
+    stats = report["stats"]
+    assert sorted(stats) == sorted(hosts), stats
+    bad = {h: s for h, s in stats.items() if s["failures"] or s["unreachable"]}
+    assert not bad, f"failed: {failed_tasks(report)}"
+    assert report["rc"] == 0
+
+
+def _run_until(bed, marker: str, timeout: float, limit: str) -> bool:
+    """Start site.yml on ``limit`` and SIGKILL it (with its workers) once ``marker`` is printed."""
+    proc = subprocess.Popen([*playbook_command(bed), "--limit", limit], cwd=ANSIBLE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=ansible_env(bed, callback="ansible.builtin.default"))
+    seen = False
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout
+            while not seen and time.monotonic() < deadline:
+                if not sel.select(timeout=5):
+                    continue  # silent task (apt): keep waiting until the deadline
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                seen = marker in line
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    return seen
+
+
+def test_check_mode_on_fresh_hosts_fails_nowhere_with_stand_in_repo(two_hosts):
+    report = converge(two_hosts, "--check")
+    _assert_converged(report, [h.name for h in two_hosts.hosts])
+
+
+def test_first_run_killed_mid_way_on_stand_in_repo_host(two_hosts):
+    host = two_hosts.hosts[1]
+    assert _run_until(two_hosts, INTERRUPT_AT, timeout=300, limit=host.name), (
+        f"the run never reached '{INTERRUPT_AT}'")
+    # Killed after the CUDA source list was written and before its index was fetched.
+    listing = two_hosts.ssh(host, "ls /etc/apt/sources.list.d/").stdout
+    assert "cuda-" in listing, listing
+
+
+def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_hosts, pins):
+    names = [h.name for h in two_hosts.hosts]
+    first = converge(two_hosts)
+    _assert_converged(first, names)
+    assert all(first["stats"][h]["changed"] > 0 for h in names), "first full run changed nothing"
+    second = converge(two_hosts)
+    _assert_converged(second, names)
+    assert {h: second["stats"][h]["changed"] for h in names} == dict.fromkeys(names, 0), (
+        f"not idempotent: {changed_tasks(second)}")
+    held = set(two_hosts.ssh(two_hosts.hosts[1], "apt-mark showhold").stdout.split())
+    wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}"}
+    assert wanted <= held, held
+
+
+def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_path):
+    junit = tmp_path / "hosts.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/hosts", "-p", "no:cacheprovider", "-q", "-rs",
+         "--hosts=ansible://all", f"--ansible-inventory={two_hosts.inventory_yml}",
+         f"--junitxml={junit}", "-o", "addopts="],
+        cwd=REPO, env=ansible_env(two_hosts, callback="ansible.builtin.default"),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    cases = ET.parse(junit).getroot().iter("testcase")
+    skipped, passed = [], 0
+    for case in cases:
+        skip = case.find("skipped")
+        if skip is None:
+            passed += 1
+        else:
+            skipped.append(skip.get("message", ""))
+    unexpected = [m for m in skipped if not any(a in m for a in ALLOWED_SKIPS)]
+    assert not unexpected, unexpected
+    # 15 checks per host run here (GPU, runtime-sysctl, login-limit and clock checks skip).
+    assert passed >= 2 * 15, f"only {passed} node checks passed"
