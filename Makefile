@@ -9,7 +9,13 @@ STANDIN_DIR := $(TESTBED_DIR)-standin-repo
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 
-.PHONY: hosts-prereqs standin-repo testbed-up testbed-down converge check-hosts test-hosts lint-ansible
+.PHONY: test plan hosts-prereqs standin-repo testbed-up testbed-down converge check-hosts test-hosts lint-ansible
+
+test:                       ## the whole suite (root): apt + pip installs, emulators, test hosts, pytest, stop all
+	bash .ci/test.sh
+
+plan:                       ## offline plan of a stack (STACK=dev): what pulumi up would create, and its cost
+	$(PY) -m infra.plan --stack $(or $(STACK),dev)
 
 hosts-prereqs:              ## install debootstrap, systemd-container, apt-cacher-ng, ... (root)
 	.ci/hosts-prereqs.sh

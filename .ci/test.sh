@@ -25,7 +25,11 @@ echo "== starting emulators"
 bash .ci/emulators.sh start
 set -a; . .ci/state/emulators.env; set +a
 # With CI set, an emulator or test host that is missing fails its tests instead of skipping them.
-export CI=${CI:-1}
+export CI=${CI:-1} AIDC_REQUIRE_HOSTS=1
+
+echo "== lint (ruff, yamllint, ansible-lint production profile)"
+.venv/bin/ruff check infra policies workloads tests benchmarks
+PATH="$PWD/.venv/bin:$PATH" make --no-print-directory lint-ansible
 
 echo "== tests"
 # pytest exits 5 when it collects nothing: that is a broken run, and `set -e` fails on it too.
