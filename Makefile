@@ -5,11 +5,14 @@ PY          := $(VENV)/bin/python
 BIN         := $(abspath $(VENV)/bin)
 TESTBED_DIR ?= /tmp/aidc-testbed
 HOSTS       ?= 2
+# veth: each host on its own link (site.yml tests); bridge: hosts reach each other (training).
+NETWORK     ?= veth
 STANDIN_DIR := $(TESTBED_DIR)-standin-repo
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 
-.PHONY: test plan hosts-prereqs standin-repo testbed-up testbed-down converge check-hosts test-hosts lint-ansible
+.PHONY: test plan hosts-prereqs standin-repo testbed-up testbed-down converge check-hosts test-hosts \
+  test-workload-hosts lint-ansible
 
 test:                       ## the whole suite (root): apt + pip installs, emulators, test hosts, pytest, stop all
 	bash .ci/test.sh
@@ -24,7 +27,7 @@ standin-repo:               ## build the stand-in NVIDIA apt repository (pinned 
 	$(PY) -m tests.integration.standin_repo $(STANDIN_DIR)
 
 testbed-up: standin-repo    ## boot $(HOSTS) disposable Debian 12 hosts; inventory in $(TESTBED_DIR)
-	$(PY) -m tests.testbed up --hosts $(HOSTS) --workdir $(TESTBED_DIR) \
+	$(PY) -m tests.testbed up --hosts $(HOSTS) --workdir $(TESTBED_DIR) --network $(NETWORK) \
 	  --bind-ro=$(STANDIN_DIR):/srv/aidc-standin-repo
 
 testbed-down:               ## stop the hosts and remove overlays, veths, proxy
@@ -42,6 +45,10 @@ check-hosts:                ## testinfra node checks against the test hosts
 
 test-hosts:                 ## the integration test: 2 hosts, converge twice, checks, interrupted run
 	AIDC_REQUIRE_HOSTS=1 $(PY) -m pytest -m hosts tests/integration/test_converge.py -v
+
+test-workload-hosts:        ## 2 hosts train one job via train.yml; serve.yml deploys the server to a host
+	AIDC_REQUIRE_HOSTS=1 $(PY) -m pytest -m hosts tests/integration/test_train_two_hosts.py \
+	  tests/integration/test_serve_deploy.py -v
 
 lint-ansible:               ## yamllint + ansible-lint (production profile)
 	cd ansible && yamllint -s . && ansible-lint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
 STANDIN_MOUNT = "/srv/aidc-standin-repo"
+#: Where workload hosts see the directory they all share (read-write), standing in for FSx.
+SHARED_MOUNT = "/srv/aidc-shared"
 HOST_TOOLS = ("systemd-nspawn", "debootstrap", "apt-cacher-ng", "apt-ftparchive", "dpkg-deb", "gpg", "ssh")
 
 #: Every host: no GPU, read-only /proc/sys (see common_sysctl_apply_runtime), stand-in CUDA repo.
@@ -93,6 +96,57 @@ def two_hosts(host_prerequisites, standin_repo) -> Iterator[Testbed]:
     try:
         with testbed(workdir, 2, binds=[f"{standin_repo}:{STANDIN_MOUNT}"],
                      host_vars={0: DEBIAN_HOST_VARS, 1: CUDA_REPO_HOST_VARS}) as bed:
+            yield bed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def shared_dir_of(workdir: Path) -> Path:
+    """The controller's view of :data:`SHARED_MOUNT` for a bed from :func:`workload_hosts`."""
+    return workdir / "shared"
+
+
+def python_env_binds() -> list[str]:
+    """Read-only binds that let test hosts run this checkout's venv at the same paths.
+
+    The repository (with the venv's editable install of it), the venv, and the interpreter the venv
+    points at (e.g. pyenv's under /root). An interpreter from /usr is not bound: the hosts' own
+    Debian 12 python3.11 stands at that path already.
+    """
+    wanted = [REPO, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
+    paths: list[Path] = []
+    for path in wanted:
+        if path == Path("/usr") or any(path == p or path.is_relative_to(p) for p in paths):
+            continue
+        paths.append(path)
+    return [str(p) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def workload_hosts(host_prerequisites) -> Iterator[Testbed]:
+    """Two hosts on one bridge (they reach each other), running this checkout's venv read-only,
+    with a read-write directory shared by both at :data:`SHARED_MOUNT` (here: ``shared_dir_of(bed.workdir)``)."""
+    from tests.testbed import testbed
+
+    workdir = Path(tempfile.mkdtemp(prefix="aidc-bed-", dir="/tmp"))
+    shared = shared_dir_of(workdir)
+    shared.mkdir()
+    try:
+        with testbed(workdir, 2, binds=python_env_binds(), host_vars={}, network="bridge",
+                     binds_rw=[f"{shared}:{SHARED_MOUNT}"]) as bed:
+            yield bed
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def serve_host(host_prerequisites) -> Iterator[Testbed]:
+    """One host running this checkout's venv read-only (the inference server's Python environment)."""
+    from tests.testbed import testbed
+
+    workdir = Path(tempfile.mkdtemp(prefix="aidc-bed-", dir="/tmp"))
+    try:
+        with testbed(workdir, 1, binds=python_env_binds(), host_vars={}) as bed:
             yield bed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""CLI: ``python -m tests.testbed up --hosts 2 --workdir DIR`` / ``down --workdir DIR``."""
+"""CLI: ``python -m tests.testbed up --hosts 2 --workdir DIR [--network bridge]`` / ``down --workdir DIR``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from tests.testbed.bed import Testbed, TestbedError, down, up
+from tests.testbed.bed import NETWORKS, Testbed, TestbedError, down, up
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--workdir", type=Path, required=True, help="state, keys, overlays, inventory")
     p_up.add_argument("--bind-ro", action="append", default=[], metavar="SRC[:DST]",
                       help="read-only bind mount into every host (systemd-nspawn --bind-ro)")
+    p_up.add_argument("--bind", action="append", default=[], metavar="SRC[:DST]",
+                      help="read-write bind mount into every host, e.g. a directory all hosts share")
+    p_up.add_argument("--network", choices=NETWORKS, default="veth",
+                      help="veth: each host on its own link (default); bridge: all hosts on one "
+                           "bridge, able to reach each other (multi-host training)")
     p_down = sub.add_parser("down", help="stop the hosts recorded in DIR/state.json and clean up")
     p_down.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -27,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.hosts <= 16:
             parser.error(f"--hosts: {args.hosts} is not allowed; use 1 to 16")
         try:
-            bed = up(args.workdir, args.hosts, args.bind_ro)
+            bed = up(args.workdir, args.hosts, args.bind_ro, network=args.network, binds_rw=args.bind)
         except TestbedError as exc:
             print(f"testbed up failed: {exc}", file=sys.stderr)
             return 1
