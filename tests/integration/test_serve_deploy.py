@@ -34,6 +34,8 @@ def _deploy(bed, port: int, *extra: str) -> dict:
     variables = {
         "serve_hosts": "testbed",
         "serve_python_env": sys.prefix,
+        # The venv's editable install imports from the checkout: the unit must see both.
+        "serve_python_env_paths": [sys.prefix, str(ANSIBLE.parent)],
         "serve_model": MODEL,
         "serve_host": host.address,  # reachable from the controller, not only loopback
         "serve_port": port,
