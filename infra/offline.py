@@ -31,6 +31,10 @@ MOCK_ACCOUNT_ID = "123456789012"
 MOCK_AMI_PREFIX = "ami-0"
 
 
+class UnmockedInvoke(RuntimeError):
+    """The program called a data source the offline mocks do not answer (tests must mock it)."""
+
+
 @dataclass
 class RecordedResource:
     """One resource as the engine would see it: type token, logical name, camelCase inputs."""
@@ -125,7 +129,7 @@ class _Mocks:
         self.invokes.append(args.token)
         handler = _INVOKES.get(args.token)
         if handler is None:
-            raise NotImplementedError(f"offline mocks do not answer invoke {args.token!r}; add it to infra/offline.py")
+            raise UnmockedInvoke(f"offline mocks do not answer invoke {args.token!r}; add it to infra/offline.py")
         return handler(self, args.args)
 
     def new_resource(self, args):

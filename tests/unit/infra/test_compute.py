@@ -180,3 +180,13 @@ def test_every_efa_type_gets_all_its_efa_interfaces(instance_type):
     (lt,) = run.of_type(LT)
     efa = [n for n in lt.inputs["networkInterfaces"] if n["interfaceType"] == "efa-only"]
     assert len(efa) == catalog.efa_interfaces_for(instance_type)
+
+
+def test_an_invoke_the_mocks_do_not_know_is_an_error():
+    from infra.offline import UnmockedInvoke, _Mocks
+
+    class Call:
+        token, args, provider = "aws:ec2/getVpc:getVpc", {}, ""
+
+    with pytest.raises(UnmockedInvoke, match="does not answer invoke 'aws:ec2/getVpc:getVpc'"):
+        _Mocks("us-east-1", ["us-east-1a"], {}).call(Call())
