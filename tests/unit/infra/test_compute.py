@@ -188,5 +188,5 @@ def test_an_invoke_the_mocks_do_not_know_is_an_error():
     class Call:
         token, args, provider = "aws:ec2/getVpc:getVpc", {}, ""
 
-    with pytest.raises(UnmockedInvoke, match="does not answer invoke 'aws:ec2/getVpc:getVpc'"):
+    with pytest.raises(UnmockedInvoke, match="do not answer invoke 'aws:ec2/getVpc:getVpc'"):
         _Mocks("us-east-1", ["us-east-1a"], {}).call(Call())
