@@ -1,6 +1,7 @@
 """Post-deploy audit: does a live stack still keep its promises?
 
     python -m infra.verify --stack dev [--endpoint-url http://localhost:4566] [--region us-east-1] [--json out.json]
+    python -m infra.verify --all-resources ...   # every resource in the region, tagged or not
 
 Finds the resources tagged ``aidc:stack=<stack>`` (instances, volumes, launch templates, security
 groups, buckets, KMS keys, trails, FSx for Lustre), turns each into the camelCase property dict
@@ -50,6 +51,10 @@ AUDIT_RULES = (
     "fsx-lustre-cmk",
 )
 _CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+
+
+#: Report name when the audit covers every resource in the region instead of one stack.
+ALL_RESOURCES = "(all resources)"
 
 
 class AuditError(Exception):
@@ -134,7 +139,7 @@ def _where(endpoint: str | None, region: str) -> str:
     return f"{region} (endpoints from {', '.join(overrides)})" if overrides else f"AWS {region}"
 
 
-def collect(stack: str, region: str, endpoint: str | None) -> tuple[list[Resource], dict[str, str]]:
+def collect(stack: str | None, region: str, endpoint: str | None) -> tuple[list[Resource], dict[str, str]]:
     """All stack resources the adapters find, and the services that could not be inspected."""
     client = _session_clients(region, endpoint)
     try:
@@ -155,14 +160,14 @@ def collect(stack: str, region: str, endpoint: str | None) -> tuple[list[Resourc
     return resources, unavailable
 
 
-def run_audit(stack: str, region: str, endpoint: str | None = None) -> Report:
+def run_audit(stack: str | None, region: str, endpoint: str | None = None) -> Report:
+    """Audit one stack's resources, or (``stack=None``) every resource in the region."""
     resources, unavailable = collect(stack, region, endpoint)
     if not resources:
-        raise AuditError(
-            f"no resources tagged aidc:stack={stack!r} found at {_where(endpoint, region)}; "
-            "check --stack, --region and --endpoint-url"
-        )
-    return Report(stack, region, endpoint, judge(resources), unavailable)
+        what = f"resources tagged aidc:stack={stack!r}" if stack else "resources"
+        hint = "check --stack, --region and --endpoint-url" if stack else "check --region and --endpoint-url"
+        raise AuditError(f"no {what} found at {_where(endpoint, region)}; {hint}")
+    return Report(stack or ALL_RESOURCES, region, endpoint, judge(resources), unavailable)
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -187,7 +192,13 @@ def print_report(report: Report, console: Console) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", required=True, help="stack name (value of the aidc:stack tag)")
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--stack", help="stack name (value of the aidc:stack tag)")
+    scope.add_argument(
+        "--all-resources",
+        action="store_true",
+        help="audit every resource in the region, tagged or not (account drift, resources made by hand)",
+    )
     parser.add_argument("--endpoint-url", help="AWS API endpoint, e.g. http://localhost:4566 for LocalStack")
     parser.add_argument(
         "--region",
@@ -202,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     try:
-        report = run_audit(args.stack, args.region, args.endpoint_url)
+        report = run_audit(None if args.all_resources else args.stack, args.region, args.endpoint_url)
     except AuditError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return 2

@@ -3,7 +3,8 @@
 Each adapter returns resources in the shape ``policies.runner.evaluate`` takes
 (``{"type", "name", "id", "props"}``), so the post-deploy audit judges live resources with the very
 validators the CrossGuard pack runs before deploy. Only spelling is translated here; no rule logic.
-Resources are found by the ``aidc:stack`` tag.
+Resources are found by the ``aidc:stack`` tag; ``stack=None`` takes every resource in the region
+(the audit's ``--all-resources``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _tag_filter(stack: str) -> list[dict[str, Any]]:
-    return [{"Name": f"tag:{TAG_STACK}", "Values": [stack]}]
+def _tag_filter(stack: str | None) -> list[dict[str, Any]]:
+    return [] if stack is None else [{"Name": f"tag:{TAG_STACK}", "Values": [stack]}]
+
+
+def _ours(tags: Mapping[str, str], stack: str | None) -> bool:
+    """Whether a resource belongs to the audited stack (every resource when stack is None)."""
+    return stack is None or tags.get(TAG_STACK) == stack
 
 
 # ----------------------------------------------------------------------------------------- EC2
@@ -59,7 +65,7 @@ def _volume_props(vol: Mapping[str, Any], device: str | None = None) -> dict[str
     return props
 
 
-def ec2_resources(ec2: Any, stack: str) -> list[Resource]:
+def ec2_resources(ec2: Any, stack: str | None) -> list[Resource]:
     """Instances (root/extra EBS devices folded in), standalone volumes, launch templates, SGs."""
     out: list[Resource] = []
     filters = _tag_filter(stack)
@@ -173,12 +179,12 @@ def _bucket_tags(s3: Any, bucket: str) -> dict[str, str]:
     return _tags(reply.get("TagSet")) if reply else {}
 
 
-def s3_resources(s3: Any, stack: str) -> list[Resource]:
+def s3_resources(s3: Any, stack: str | None) -> list[Resource]:
     """Each stack bucket plus its public access block, default encryption, versioning and policy."""
     out: list[Resource] = []
     for bucket in (b["Name"] for b in s3.list_buckets().get("Buckets", [])):
         tags = _bucket_tags(s3, bucket)
-        if tags.get(TAG_STACK) != stack:
+        if not _ours(tags, stack):
             continue
         out.append(_res(BUCKET, bucket, {"bucket": bucket, "tags": tags}))
         pab = _optional(lambda b=bucket: s3.get_public_access_block(Bucket=b), "NoSuchPublicAccessBlockConfiguration")
@@ -210,7 +216,7 @@ def s3_resources(s3: Any, stack: str) -> list[Resource]:
 # ------------------------------------------------------------------------------ KMS, CloudTrail
 
 
-def kms_resources(kms: Any, stack: str) -> list[Resource]:
+def kms_resources(kms: Any, stack: str | None) -> list[Resource]:
     """Customer managed keys tagged with the stack (AWS managed and deleted keys are not ours)."""
     out = []
     for page in kms.get_paginator("list_keys").paginate():
@@ -219,7 +225,7 @@ def kms_resources(kms: Any, stack: str) -> list[Resource]:
             if meta.get("KeyManager") != "CUSTOMER" or meta.get("KeyState") == "PendingDeletion":
                 continue
             tags = _tags(kms.list_resource_tags(KeyId=key["KeyId"]).get("Tags"), "TagKey", "TagValue")
-            if tags.get(TAG_STACK) != stack:
+            if not _ours(tags, stack):
                 continue
             spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT"
             rotation = False
@@ -232,13 +238,13 @@ def kms_resources(kms: Any, stack: str) -> list[Resource]:
     return out
 
 
-def trail_resources(cloudtrail: Any, stack: str) -> list[Resource]:
+def trail_resources(cloudtrail: Any, stack: str | None) -> list[Resource]:
     """Trails tagged with the stack, with their logging state (``enableLogging``)."""
     out = []
     for trail in cloudtrail.describe_trails(includeShadowTrails=False).get("trailList", []):
         tag_lists = cloudtrail.list_tags(ResourceIdList=[trail["TrailARN"]]).get("ResourceTagList", [])
         tags = _tags(tag_lists[0].get("TagsList") if tag_lists else [])
-        if tags.get(TAG_STACK) != stack:
+        if not _ours(tags, stack):
             continue
         status = cloudtrail.get_trail_status(Name=trail["TrailARN"])
         out.append(_res(TRAIL, trail["Name"], {
@@ -253,13 +259,13 @@ def trail_resources(cloudtrail: Any, stack: str) -> list[Resource]:
     return out
 
 
-def fsx_resources(fsx: Any, stack: str) -> list[Resource]:
+def fsx_resources(fsx: Any, stack: str | None) -> list[Resource]:
     """FSx for Lustre file systems tagged with the stack."""
     out = []
     for page in fsx.get_paginator("describe_file_systems").paginate():
         for fs in page["FileSystems"]:
             tags = _tags(fs.get("Tags"))
-            if fs.get("FileSystemType") != "LUSTRE" or tags.get(TAG_STACK) != stack:
+            if fs.get("FileSystemType") != "LUSTRE" or not _ours(tags, stack):
                 continue
             out.append(_res(LUSTRE, fs["FileSystemId"], {
                 "deploymentType": fs.get("LustreConfiguration", {}).get("DeploymentType"),

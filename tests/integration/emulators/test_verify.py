@@ -164,6 +164,23 @@ def test_cli_exit_status_and_json(aws_endpoint, broken, compliant, tmp_path, cap
     assert main(["--stack", compliant, "--endpoint-url", aws_endpoint, "--region", REGION]) == 0
 
 
+def test_all_resources_mode_judges_untagged_resources_too(aws, aws_endpoint, broken):
+    stack, planted = broken
+    ec2 = aws("ec2")
+    untagged = ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=8, Encrypted=False)["VolumeId"]
+    try:
+        assert untagged not in findings_by_resource(run_audit(stack, REGION, aws_endpoint))
+        found = _rules(run_audit(None, REGION, aws_endpoint))  # --all-resources
+        folded: dict[str, set[str]] = {}
+        for rid, rules in found.items():
+            folded.setdefault(rid.split("/", 1)[0], set()).update(rules)
+        assert folded[untagged] == {"ebs-volume-encrypted"}
+        for rid, rules in planted.items():  # the stack's planted findings are all still there
+            assert rules <= folded[rid]
+    finally:
+        ec2.delete_volume(VolumeId=untagged)
+
+
 def test_unknown_stack_is_an_error_not_a_pass(aws_endpoint, unique, capsys):
     assert main(["--stack", f"none-{unique}", "--endpoint-url", aws_endpoint]) == 2
     assert "no resources tagged aidc:stack=" in capsys.readouterr().out
