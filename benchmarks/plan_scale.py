@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from runinfo import run_info, write_json  # benchmarks/, first on sys.path
 
 from infra.offline import load_stack_yaml, run_stack
 
@@ -64,10 +62,7 @@ def main() -> int:
         table.add_row(str(row["nodes"]), str(row["resources"]), f"{row['best_s']:.2f}", f"{row['median_s']:.2f}",
                       per, goal)  # fmt: skip
     Console(width=120).print(table)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"commit": commit, "machine": platform.platform(), "rows": rows}, indent=2))
+    write_json(Path(args.json), run_info(rows=rows))
     return 0 if all(r["median_s"] < 5 for r in rows if r["nodes"] >= 64) else 1
 
 
