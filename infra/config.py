@@ -19,21 +19,26 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
-from infra import catalog
+from infra.config_pools import (  # noqa: F401  (re-exported: callers import them from here)
+    DEFAULT_AMI_PARAMETER,
+    NAME_RE,
+    Ami,
+    Autoscaling,
+    Capacity,
+    ConfigModel,
+    NodePool,
+    RootVolume,
+)
 from infra.tags import RESERVED_TAG_PREFIXES
 
 NAMESPACE = "aidc"
 CONFIG_KEYS = ("cluster", "storage", "access", "tags")
-DEFAULT_AMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 
 
 #: The only retention periods CloudWatch Logs accepts (others fail at deploy time).
@@ -45,177 +50,10 @@ class ConfigError(ValueError):
     """A user mistake in stack config; the message is meant to be shown as is (no traceback)."""
 
 
-class _Model(BaseModel):
-    """camelCase keys in YAML, snake_case in Python; unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class RootVolume(_Model):
-    """gp3 root volume, always encrypted with the stack's CMK."""
-
-    size_gib: int = Field(
-        200, alias="sizeGiB", ge=50, le=16384, description="Root volume size in GiB (DLAMIs need >= 50)."
-    )
-    iops: int = Field(3000, ge=3000, le=16000, description="gp3 IOPS (3000-16000).")
-    throughput_mibps: int = Field(
-        125, ge=125, le=1000, alias="throughputMiBps", description="gp3 throughput in MiB/s (125-1000)."
-    )
-
-
-CapacityType = Literal["on-demand", "spot", "capacity-block", "odcr"]
-
-
-class Capacity(_Model):
-    """Where the instances' capacity comes from.
-
-    ``capacity-block`` and ``odcr`` target ``reservationId``; ``reservationInstanceCount`` and
-    ``reservationAvailabilityZone`` describe that reservation (as shown by the console or
-    ``aws ec2 describe-capacity-reservations``) so the count and AZ can be checked before deploy.
-    """
-
-    type: CapacityType = "on-demand"
-    reservation_id: str | None = None
-    reservation_instance_count: int | None = Field(None, ge=1)
-    reservation_availability_zone: str | None = None
-
-    @model_validator(mode="after")
-    def _reservation_fields(self) -> Capacity:
-        reserved = self.type in ("capacity-block", "odcr")
-        if reserved:
-            for field in ("reservation_id", "reservation_instance_count", "reservation_availability_zone"):
-                if getattr(self, field) is None:
-                    raise ValueError(f"{to_camel(field)} is required when type is {self.type!r}")
-            if not re.fullmatch(r"cr-[0-9a-f]{8,17}", self.reservation_id or ""):
-                raise ValueError(
-                    f"reservationId {self.reservation_id!r} is not a capacity reservation id (cr-xxxxxxxx)"
-                )
-        elif self.reservation_id is not None:
-            raise ValueError(f"reservationId is only allowed with type 'capacity-block' or 'odcr', not {self.type!r}")
-        return self
-
-
-class Ami(_Model):
-    """Node image: an SSM parameter (default: DL Base OSS Nvidia Driver GPU AMI, Ubuntu 22.04) or an id."""
-
-    ssm_parameter: str | None = None
-    id: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Ami:
-        if self.ssm_parameter and self.id:
-            raise ValueError("ssmParameter and id are mutually exclusive")
-        if self.id and not re.fullmatch(r"ami-[0-9a-f]{8,17}", self.id):
-            raise ValueError(f"id {self.id!r} is not an AMI id (ami-xxxxxxxx)")
-        return self
-
-    @property
-    def parameter(self) -> str | None:
-        if self.id:
-            return None
-        return self.ssm_parameter or DEFAULT_AMI_PARAMETER
-
-
-class Autoscaling(_Model):
-    """Auto Scaling group bounds (inference pools only); desired capacity starts at the pool count."""
-
-    min_size: int = Field(0, ge=0)
-    max_size: int = Field(..., ge=1)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Autoscaling:
-        if self.min_size > self.max_size:
-            raise ValueError(f"minSize ({self.min_size}) must not exceed maxSize ({self.max_size})")
-        return self
-
-
-_NAME_RE = r"[a-z][a-z0-9-]{0,22}[a-z0-9]|[a-z]"
-
-
-class NodePool(_Model):
-    """One homogeneous group of GPU nodes.
-
-    ``efa`` unset means: on when the type has EFA and the role is ``train``. ``placementGroup``
-    unset means: on exactly when the pool uses EFA. ``availabilityZones`` unset means: the first
-    cluster AZ (EFA pools must stay in one AZ), or all cluster AZs for Auto Scaling pools.
-    """
-
-    name: str = Field(..., pattern=rf"^({_NAME_RE})$")
-    role: Literal["train", "infer", "head"] = "train"
-    instance_type: str
-    count: int = Field(1, ge=0, le=512)
-    efa: bool | None = None
-    placement_group: bool | None = None
-    availability_zones: list[str] | None = Field(None, min_length=1)
-    capacity: Capacity = Capacity()
-    root_volume: RootVolume = RootVolume()
-    ami: Ami = Ami()
-    imds_hop_limit: int = Field(1, ge=1, le=3, description="IMDSv2 hop limit; 2 when containers call IMDS.")
-    autoscaling: Autoscaling | None = None
-
-    @field_validator("instance_type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        try:
-            catalog.instance_type(value)
-        except catalog.UnknownInstanceType as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @property
-    def spec(self) -> catalog.InstanceType:
-        return catalog.instance_type(self.instance_type)
-
-    @property
-    def uses_efa(self) -> bool:
-        if self.efa is None:
-            return self.spec.efa_supported and self.role == "train"
-        return self.efa
-
-    @property
-    def uses_placement_group(self) -> bool:
-        return self.uses_efa if self.placement_group is None else self.placement_group
-
-    @model_validator(mode="after")
-    def _pool_rules(self) -> NodePool:
-        spec = self.spec
-        if self.efa and not spec.efa_supported:
-            with_efa = sorted(t.name for t in catalog.CATALOG.values() if t.family == spec.family and t.efa_supported)
-            hint = f" ({spec.family} types with EFA: {', '.join(with_efa)})" if with_efa else ""
-            raise ValueError(f"efa: {self.instance_type!r} has no EFA interfaces{hint}")
-        if self.uses_efa and self.availability_zones and len(set(self.availability_zones)) > 1:
-            raise ValueError(
-                f"availabilityZones: {self.availability_zones} spans several AZs, but EFA traffic cannot "
-                "cross AZs; give exactly one AZ for an EFA pool"
-            )
-        cap = self.capacity
-        if cap.type == "spot" and self.uses_efa:
-            raise ValueError(
-                "capacity.type: 'spot' is not allowed for an EFA pool (interruptions break collectives); "
-                "use on-demand, odcr or capacity-block"
-            )
-        if cap.type in ("capacity-block", "odcr") and cap.reservation_instance_count != self.count:
-            raise ValueError(
-                f"count: {self.count} differs from capacity.reservationInstanceCount "
-                f"({cap.reservation_instance_count}) of reservation {cap.reservation_id}; they must be equal"
-            )
-        if self.autoscaling is not None:
-            if self.role != "infer":
-                raise ValueError(f"autoscaling: only allowed for role 'infer', not {self.role!r}")
-            if cap.type in ("capacity-block", "odcr"):
-                raise ValueError("autoscaling: cannot be combined with a capacity reservation")
-            if not self.autoscaling.min_size <= self.count <= self.autoscaling.max_size:
-                raise ValueError(
-                    f"count: {self.count} must lie within autoscaling minSize..maxSize "
-                    f"({self.autoscaling.min_size}..{self.autoscaling.max_size})"
-                )
-        return self
-
-
-class Cluster(_Model):
+class Cluster(ConfigModel):
     """Cluster-wide network settings and the node pools."""
 
-    name: str = Field(..., pattern=rf"^({_NAME_RE})$", description="Lowercase, <= 24 chars; prefixes resource names.")
+    name: str = Field(..., pattern=rf"^({NAME_RE})$", description="Lowercase, <= 24 chars; prefixes resource names.")
     availability_zones: list[str] = Field(..., min_length=2, max_length=6)
     vpc_cidr: str = "10.42.0.0/16"
     nat_mode: Literal["single", "per-az"] = "single"
@@ -297,7 +135,7 @@ class Cluster(_Model):
         return [self.availability_zones[0]]
 
 
-class Fsx(_Model):
+class Fsx(ConfigModel):
     """FSx for Lustre scratch/persistent file system in the training pool's AZ, linked to the bucket."""
 
     enabled: bool = False
@@ -323,7 +161,7 @@ class Fsx(_Model):
         return self
 
 
-class Storage(_Model):
+class Storage(ConfigModel):
     """Checkpoint bucket (always), FSx for Lustre (optional), account EBS default encryption (opt-in)."""
 
     bucket_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -335,7 +173,7 @@ class Storage(_Model):
     )
 
 
-class Access(_Model):
+class Access(ConfigModel):
     """SSM Session Manager is always on; SSH from these CIDRs is optional and never from the world."""
 
     ssh_cidrs: list[str] = Field(default_factory=list)
@@ -358,7 +196,7 @@ class Access(_Model):
 TagMap = dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=256)]]
 
 
-class StackConfig(_Model):
+class StackConfig(ConfigModel):
     """Everything the program needs, validated; built by :func:`load_stack_config`."""
 
     stack: str
