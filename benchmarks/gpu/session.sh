@@ -59,11 +59,11 @@ pytest_run() {  # name, timeout, pytest args...: junit XML + full log, exit stat
 
 case $part in
   check)
-    pytest_run check 360 tests/unit/serve/test_serve_engine_gpu.py tests/integration/test_train_gpu.py
+    pytest_run check 420 tests/unit/serve/test_serve_engine_gpu.py tests/integration/test_train_gpu.py
     rc=$?
     # The GPU machine is not converged by site.yml (no package index there): the package and
     # hold checks report that honestly; the gpu-marked checks are the ones issue 5 asks for.
-    pytest_run hosts 180 tests/hosts --hosts=local:// --aidc-extra-vars benchmarks/gpu/device_vars.yml \
+    pytest_run hosts 150 tests/hosts --hosts=local:// --aidc-extra-vars benchmarks/gpu/device_vars.yml \
       --aidc-python "$py" "$@"
     exit $((rc | $?))
     ;;
