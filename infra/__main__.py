@@ -14,7 +14,10 @@ def _read_config() -> dict:
     config = pulumi.Config(NAMESPACE)
     raw = {}
     for key in CONFIG_KEYS:
-        value = config.get_object(key)
+        try:
+            value = config.get_object(key)
+        except pulumi.ConfigTypeError:  # not JSON (e.g. `aidc:cluster: dev`): validation names the key
+            value = config.get(key)
         if value is not None:
             raw[key] = value
     # Unknown aidc:* keys are mistakes too (typos would otherwise be ignored silently).

@@ -188,8 +188,9 @@ class Access(ConfigModel):
                 raise ValueError(f"{cidr!r} is not a network in CIDR form ({exc})") from None
             if net.prefixlen == 0:
                 raise ValueError(f"{cidr!r} opens SSH to the whole internet; use SSM or a narrow CIDR")
-            if net.version == 4 and net.prefixlen < 8:
-                raise ValueError(f"{cidr!r} is broader than /8; give the CIDRs you really connect from")
+            broadest = 8 if net.version == 4 else 32  # an IPv6 /32 is a whole ISP's allocation
+            if net.prefixlen < broadest:
+                raise ValueError(f"{cidr!r} is broader than /{broadest}; give the CIDRs you really connect from")
         return value
 
 
@@ -216,6 +217,12 @@ class StackConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _cross(self) -> StackConfig:
+        foreign = [az for az in self.cluster.availability_zones if not az.startswith(f"{self.region}")]
+        if foreign:
+            raise ValueError(
+                f"cluster.availabilityZones: {foreign[0]!r} is not in region {self.region!r} (aws:region); "
+                f"zones there are named like '{self.region}a', '{self.region}b'"
+            )
         if self.storage.fsx.enabled and not self.train_pools:
             raise ValueError("storage.fsx.enabled: needs a node pool with role 'train' (FSx goes in its AZ)")
         return self
@@ -256,7 +263,23 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{value!r} is not allowed; expected {allowed}"
     if etype == "value_error":
         return msg
+    if etype == "string_pattern_mismatch":
+        rule = _PATTERN_RULES.get(str(error.get("ctx", {}).get("pattern")), msg)
+        return f"{value!r} is not allowed: {rule}"
+    shown = "null" if value is None else repr(value)  # as the user wrote it in YAML
+    if etype in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{shown} is not a mapping of settings (give key: value pairs under it)"
+    if etype == "list_type":
+        return f"{shown} is not a list (give a YAML list, e.g. [a, b])"
     return f"{value!r}: {msg}"
+
+
+#: Field patterns as a person would state them (pydantic would print the regex).
+_PATTERN_RULES = {
+    rf"^({NAME_RE})$": "lowercase letters, digits and '-', starting with a letter, at most 24 characters",
+    r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$": "an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'",
+    r"^/[A-Za-z0-9_./-]*$": "an absolute path of letters, digits, '_', '.', '/' or '-'",
+}
 
 
 _FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:\[\d+\])?(?:\.[A-Za-z][A-Za-z0-9]*(?:\[\d+\])?)*): (.*)$", re.S)

@@ -6,9 +6,9 @@ config from these and formats validation errors (see there for the error contrac
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from infra import catalog
@@ -21,6 +21,17 @@ class ConfigModel(BaseModel):
     """camelCase keys in YAML, snake_case in Python; unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax mode would read `count: true` as 1 node; numeric strings ('2') stay accepted because
+        # `pulumi config set` stores strings.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float, int | None, float | None):
+                raise ValueError(f"{str(value).lower()} is a boolean; a number is expected")
+        return value
 
 
 class RootVolume(ConfigModel):

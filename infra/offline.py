@@ -97,7 +97,10 @@ def load_stack_yaml(stack: str, project_dir: Path = REPO_ROOT) -> dict[str, Any]
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path.name}: not valid YAML{where}: {problem}") from None
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise ConfigError(f"{path.name}: 'config' must be a mapping")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class CostLine:
         return self.usd_per_hour * HOURS_PER_30_DAYS
 
 
+#: Capacity the on-demand list price does not describe: say so next to the number.
+_PRICE_NOTE = {
+    "capacity-block": " at on-demand price; the block's price is fixed at purchase",
+    "spot": " at on-demand price; spot is usually lower",
+}
+
+
 def cost_lines(cfg: StackConfig) -> list[CostLine]:
     """Hourly cost estimate of a stack (see module docstring for what is left out)."""
     lines = []
@@ -51,7 +59,7 @@ def cost_lines(cfg: StackConfig) -> list[CostLine]:
         lines.append(
             CostLine(
                 f"pool {pool.name}",
-                f"{pool.count} x {pool.instance_type} ({pool.capacity.type})",
+                f"{pool.count} x {pool.instance_type} ({pool.capacity.type})" + _PRICE_NOTE.get(pool.capacity.type, ""),
                 spec.usd_per_hour * pool.count,
             )
         )
@@ -59,9 +67,7 @@ def cost_lines(cfg: StackConfig) -> list[CostLine]:
     nats = azs if cfg.cluster.nat_mode == "per-az" else 1
     lines.append(CostLine("NAT gateways", f"{nats} x ${NAT_GATEWAY_PER_HOUR}/h", nats * NAT_GATEWAY_PER_HOUR))
     if cfg.cluster.ssm_endpoints:
-        lines.append(
-            CostLine("SSM endpoints", f"3 endpoints x {azs} AZs", 3 * azs * INTERFACE_ENDPOINT_PER_AZ_HOUR)
-        )
+        lines.append(CostLine("SSM endpoints", f"3 endpoints x {azs} AZs", 3 * azs * INTERFACE_ENDPOINT_PER_AZ_HOUR))
     fsx = cfg.storage.fsx
     if fsx.enabled:
         per_gb_month = FSX_PERSISTENT_2_GB_MONTH.get(fsx.per_unit_storage_throughput, 0.21)
@@ -163,7 +169,7 @@ def render(summary: dict, console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aidc-plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
-    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
+    parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE ('-': stdout only)")
     parser.add_argument(
         "--project-dir", type=Path, default=REPO_ROOT, help="folder holding Pulumi.<stack>.yaml (default: this repo)"
     )
@@ -180,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = summarize(run, cfg)
+    if args.json == "-":  # machine-readable only, so it can be piped (jq, CI)
+        try:
+            print(json.dumps(summary, indent=2), flush=True)
+        except BrokenPipeError:  # `| head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     render(summary, console)
     if args.json:
         with open(args.json, "w") as fh:

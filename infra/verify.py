@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,7 +200,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="audit every resource in the region, tagged or not (account drift, resources made by hand)",
     )
-    parser.add_argument("--endpoint-url", help="AWS API endpoint, e.g. http://localhost:4566 for LocalStack")
+    parser.add_argument(
+        "--endpoint-url", type=_endpoint, help="AWS API endpoint, e.g. http://localhost:4566 for LocalStack"
+    )
     parser.add_argument(
         "--region",
         default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -207,6 +210,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON to FILE")
     return parser
+
+
+def _endpoint(value: str) -> str:
+    """An http(s) URL with a host, checked here so botocore never sees (and tracebacks on) a bad one."""
+    url = urllib.parse.urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL with a host, e.g. http://localhost:4566")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ unknown-checking proxies (which raise ``UnknownValueError`` on values unknown du
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,20 @@ DISABLED = "disabled"
 LEVELS = (ADVISORY, MANDATORY, DISABLED)
 
 WORLD_CIDRS = frozenset({"0.0.0.0/0", "::/0"})
+#: Narrowest prefix still treated as "the world": ::/1 or 0.0.0.0/1 open as much as /0 in practice.
+#: Same bounds as infra.config's sshCidrs check (an IPv6 /32 is a whole ISP's allocation).
+WORLD_SCALE_PREFIX = {4: 8, 6: 32}
+
+
+def is_world_scale(cidr: Any) -> bool:
+    """True for 0.0.0.0/0, ::/0 and any range broader than /8 (IPv4) or /32 (IPv6)."""
+    if cidr in WORLD_CIDRS:
+        return True
+    try:
+        net = ipaddress.ip_network(str(cidr), strict=False)
+    except ValueError:
+        return False
+    return net.prefixlen < WORLD_SCALE_PREFIX[net.version]
 
 
 @dataclass(frozen=True)

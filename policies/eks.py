@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._model import MANDATORY, WORLD_CIDRS, Rule, as_list, get
+from ._model import MANDATORY, Rule, as_list, get, is_world_scale
 
 CLUSTER = "aws:eks/cluster:Cluster"
 
@@ -35,7 +35,7 @@ def endpoint_violations(resource_type: str, props: Mapping[str, Any], config: Ma
         return ["EKS Cluster endpoint is public: set vpc_config.endpoint_public_access=False "
                 "(endpoint_private_access=True)."]
     cidrs = as_list(get(vpc, "publicAccessCidrs"))
-    if not cidrs or any(c in WORLD_CIDRS for c in cidrs):
+    if not cidrs or any(is_world_scale(c) for c in cidrs):
         return ["EKS Cluster endpoint is public to the world (publicAccessCidrs "
                 f"{cidrs or 'unset = 0.0.0.0/0'}): turn public access off or restrict publicAccessCidrs."]
     return []

@@ -7,13 +7,13 @@ from typing import Any
 
 from ._model import (
     MANDATORY,
-    WORLD_CIDRS,
     Rule,
     StackIndex,
     StackResource,
     StackViolation,
     as_list,
     get,
+    is_world_scale,
     safe,
     truthy,
 )
@@ -44,11 +44,11 @@ def _open_ports_allowed(protocol: Any, from_port: Any, to_port: Any, allowed: Se
 
 
 def _world(cidrs: Any) -> list[str]:
-    return [c for c in as_list(cidrs) if c in WORLD_CIDRS]
+    return [c for c in as_list(cidrs) if is_world_scale(c)]
 
 
 def world_ingress_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None) -> list[str]:
-    """EC2.18/EC2.19: no ingress from 0.0.0.0/0 or ::/0 except on explicitly allowed ports.
+    """EC2.18/EC2.19: no ingress from the world (0.0.0.0/0, ::/0, ::/1, ...) except on allowed ports.
 
     Covers inline ``ingress`` blocks and both separate-rule resources (``ec2.SecurityGroupRule``
     with ``type = "ingress"`` and ``vpc.SecurityGroupIngressRule``).
@@ -114,7 +114,7 @@ RULES = [
         name="sg-no-world-ingress",
         control="FSBP EC2.18, EC2.19",
         level=MANDATORY,
-        description="Security groups allow no ingress from 0.0.0.0/0 or ::/0 (inline or separate rules).",
+        description="Security groups allow no ingress from 0.0.0.0/0, ::/0 or ranges broader than /8 (v4), /32 (v6).",
         remediation="Use SSM Session Manager or a source security group; allowlist ports via allowedPublicPorts.",
         validator=world_ingress_violations,
         resource_types=(SECURITY_GROUP, DEFAULT_SECURITY_GROUP, SG_RULE, SG_INGRESS_RULE),

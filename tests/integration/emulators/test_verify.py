@@ -199,6 +199,14 @@ def test_unreachable_endpoint_is_a_clear_error_without_traceback(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("endpoint", ["notaurl", "localhost:4566", "ftp://127.0.0.1/"])
+def test_malformed_endpoint_is_refused_before_any_call(endpoint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--stack", "x", "--endpoint-url", endpoint])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument --endpoint-url: {endpoint!r} is not an http(s) URL with a host" in err
+
+
 @pytest.mark.needs_services("fsx")
 def test_lustre_without_cmk_is_found(aws, aws_endpoint, unique):
     stack = f"fsx-{unique}"

@@ -103,6 +103,36 @@ CASES = {
         lambda r: r.update(storage={"fsx": {"enabled": True, "storageCapacityGiB": 1300}}),
         "aidc:storage.fsx.storageCapacityGiB: 1300 must be 1200 or a multiple of 2400",
     ),
+    "IPv6 SSH range of world scale": (
+        lambda r: r.update(access={"sshCidrs": ["2000::/3"]}),
+        "aidc:access.sshCidrs: '2000::/3' is broader than /32; give the CIDRs you really connect from",
+    ),
+    "boolean for a count": (
+        lambda r: pool(r).update(count=True),
+        "aidc:cluster.nodePools[0].count: true is a boolean; a number is expected",
+    ),
+    "cluster name as a regex would say it": (
+        lambda r: r["cluster"].update(name="Dev_Cluster"),
+        "aidc:cluster.name: 'Dev_Cluster' is not allowed: lowercase letters, digits and '-', starting with a "
+        "letter, at most 24 characters",
+    ),
+    "bucket name": (
+        lambda r: r.update(storage={"bucketName": "My_Bucket"}),
+        "aidc:storage.bucketName: 'My_Bucket' is not allowed: an S3 bucket name: 3-63 lowercase letters, "
+        "digits, '.' or '-'",
+    ),
+    "cluster left empty": (
+        lambda r: r.update(cluster=None),
+        "aidc:cluster: null is not a mapping of settings (give key: value pairs under it)",
+    ),
+    "cluster as a word": (
+        lambda r: r.update(cluster="dev"),
+        "aidc:cluster: 'dev' is not a mapping of settings (give key: value pairs under it)",
+    ),
+    "pools as a word": (
+        lambda r: r["cluster"].update(nodePools="gpu"),
+        "aidc:cluster.nodePools: 'gpu' is not a list (give a YAML list, e.g. [a, b])",
+    ),
 }
 
 
@@ -177,3 +207,17 @@ def test_spot_is_fine_without_efa():
 def test_reservation_az_is_the_default_pool_az():
     cfg = load(lambda r: pool(r).update(capacity={**CB, "reservationAvailabilityZone": "us-east-1b"}))
     assert cfg.cluster.pool_azs(cfg.cluster.node_pools[0]) == ["us-east-1b"]
+
+
+def test_availability_zones_must_be_in_the_stack_region():
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(copy.deepcopy(BASE), stack="test", region="us-west-2")
+    assert str(info.value) == (
+        "aidc:cluster.availabilityZones: 'us-east-1a' is not in region 'us-west-2' (aws:region); "
+        "zones there are named like 'us-west-2a', 'us-west-2b'"
+    )
+
+
+def test_numbers_given_as_strings_still_load():
+    # `pulumi config set --path` stores strings: '2' must stay a valid count.
+    assert load(lambda r: pool(r).update(count="2")).cluster.node_pools[0].count == 2

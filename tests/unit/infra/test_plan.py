@@ -71,3 +71,26 @@ def test_config_mistake_in_stack_file_is_one_line_without_traceback(tmp_path: Pa
         "error: aidc:cluster.nodePools[0].instanceType: 'g6.xlarg' is not a known instance type; "
         "did you mean 'g6.xlarge'?"
     )
+
+
+def test_json_to_stdout_is_machine_readable_only():
+    result = plan("--stack", "p5", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert summary["stack"] == "p5" and summary["nodePools"][0]["capacity"] == "capacity-block"
+    (line,) = [c for c in summary["cost"]["lines"] if c["item"] == "pool train"]
+    assert "block's price is fixed at purchase" in line["detail"], line
+
+
+def test_stack_file_errors_are_one_line(tmp_path: Path):
+    (tmp_path / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.yamlerr.yaml").write_text("config:\n  aidc:cluster:\n    name: dev\n   bad: [\n")
+    (tmp_path / "Pulumi.word.yaml").write_text("config:\n  aws:region: us-east-1\n  aidc:cluster: dev\n")
+    expected = {
+        "yamlerr": "error: Pulumi.yamlerr.yaml: not valid YAML at line 4, column 4: "
+        "expected <block end>, but found '<block mapping start>'",
+        "word": "error: aidc:cluster: 'dev' is not a mapping of settings (give key: value pairs under it)",
+    }
+    for stack, message in expected.items():
+        result = plan("--stack", stack, "--project-dir", str(tmp_path))
+        assert (result.returncode, result.stderr.strip()) == (2, message)

@@ -62,6 +62,12 @@ SG, SG_RULE, INGRESS = network.SECURITY_GROUP, network.SG_RULE, network.SG_INGRE
      [], True),
     (INGRESS, {"ipProtocol": "tcp", "fromPort": 0, "toPort": 65535, "cidrIpv6": "::/0"}, [443], False),
     (INGRESS, {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidrIpv4": "0.0.0.0/0"}, [443], True),
+    # World-scale ranges are the world too: half of IPv6, all global unicast, a quarter of IPv4.
+    (SG, {"ingress": [{"protocol": "tcp", "fromPort": 22, "toPort": 22, "ipv6CidrBlocks": ["::/1"]}]}, [], False),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv6": "2000::/3"}, [], False),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "64.0.0.0/2"}, [], False),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv6": "2001:db8::/32"}, [], True),
+    (INGRESS, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "10.0.0.0/8"}, [], True),
 ])
 def test_world_ingress(resource_type, props, allowed, ok):
     found = network.world_ingress_violations(resource_type, props, {"allowedPublicPorts": allowed})
