@@ -174,3 +174,13 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero() -> None:
         assert all(r.json()["usage"]["completion_tokens"] == 400 for r in resps)
         assert finished - sent > 0.3
         assert proc.wait(timeout=30) == 0
+
+
+def test_openai_client_chat_honours_max_completion_tokens(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_completion_tokens=3,
+        extra_body={"ignore_eos": True},
+    )
+    assert out.usage.completion_tokens == 3 and out.choices[0].finish_reason == "length"

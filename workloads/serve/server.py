@@ -131,7 +131,8 @@ def _check_model(engine: Engine, model: str) -> None:
 
 
 def _params(engine: Engine, body: Any, prompt_len: int, default_max: int | None) -> SamplingParams:
-    max_tokens = body.max_tokens or default_max or max(1, engine.max_model_len - prompt_len)
+    limit, _ = body.output_limit()
+    max_tokens = limit or default_max or max(1, engine.max_model_len - prompt_len)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=body.temperature,
@@ -150,11 +151,12 @@ async def _generate(
         with contextlib.suppress(RuntimeError):  # loop closed: the client is gone anyway
             loop.call_soon_threadsafe(queue.put_nowait, delta)
 
+    if not ids:
+        raise ApiError(400, "prompt is empty: it must hold at least one token", param="prompt", code="invalid_value")
     try:
         seq = engine.submit(ids, params, sink)
     except RequestError as exc:
-        code = "context_length_exceeded" if exc.param in ("prompt", "max_tokens") else "invalid_value"
-        raise ApiError(400, str(exc), param=exc.param, code=code) from None
+        raise _request_error(exc, body, len(ids), engine.max_model_len) from None
     except EngineOverloaded:
         retry = str(state.config.retry_after_s)
         raise ApiError(
@@ -187,6 +189,17 @@ async def _generate(
     if reason == "error":
         raise ApiError(500, "the engine failed while generating this request", code="engine_error")
     return JSONResponse(shape.full("".join(text), reason, len(seq.out_ids)))
+
+
+def _request_error(exc: RequestError, body: Any, prompt_len: int, max_model_len: int) -> ApiError:
+    """Engine refusal → 400; only a prompt or output that does not fit is a context-length error."""
+    param = exc.param
+    if param == "max_tokens":
+        param = body.output_limit()[1]  # the field the client actually sent
+        message = str(exc).replace("max_tokens", param)
+        return ApiError(400, message, param=param, code="context_length_exceeded")
+    too_long = param == "prompt" and prompt_len >= max_model_len
+    return ApiError(400, str(exc), param=param, code="context_length_exceeded" if too_long else "invalid_value")
 
 
 async def _next(queue: asyncio.Queue[Delta], deadline: float) -> Delta:
