@@ -184,3 +184,14 @@ def test_openai_client_chat_honours_max_completion_tokens(client: openai.OpenAI)
         extra_body={"ignore_eos": True},
     )
     assert out.usage.completion_tokens == 3 and out.choices[0].finish_reason == "length"
+
+
+def test_openai_client_gets_unsupported_parameter_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, logprobs=2)
+    assert caught.value.body["param"] == "logprobs" and caught.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+        )
+    assert caught.value.body["param"] == "response_format"

@@ -28,6 +28,7 @@ from workloads.serve.engine import Engine, EngineOverloaded, RequestError
 from workloads.serve.metrics import ServeMetrics
 from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from workloads.serve.sequence import Delta, SamplingParams
+from workloads.serve.unsupported import reject_unsupported
 
 log = logging.getLogger("aidc.serve")
 
@@ -89,6 +90,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         _check(state, request)
         body: CompletionRequest = parse_body(await request.body(), CompletionRequest)
         _check_model(engine, body.model)
+        reject_unsupported(body)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -101,6 +103,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         _check(state, request)
         body: ChatRequest = parse_body(await request.body(), ChatRequest)
         _check_model(engine, body.model)
+        reject_unsupported(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         ids = engine.tokenizer.encode(engine.tokenizer.chat_prompt(messages))
         params = _params(engine, body, len(ids), default_max=None)

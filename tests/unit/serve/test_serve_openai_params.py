@@ -64,6 +64,53 @@ def test_chat_max_completion_tokens_is_validated_like_max_tokens(client: TestCli
 
 
 @pytest.mark.parametrize(
+    ("path", "extra", "param"),
+    [
+        ("/v1/completions", {"logprobs": 2}, "logprobs"),
+        ("/v1/completions", {"echo": True}, "echo"),
+        ("/v1/completions", {"best_of": 3}, "best_of"),
+        ("/v1/completions", {"suffix": " end"}, "suffix"),
+        ("/v1/completions", {"logit_bias": {"50": 10}}, "logit_bias"),
+        ("/v1/completions", {"seed": 7}, "seed"),  # default temperature is 1
+        ("/v1/completions", {"seed": 7, "temperature": 0.5}, "seed"),
+        ("/v1/completions", {"presence_penalty": 0.5}, "presence_penalty"),
+        ("/v1/completions", {"max_completion_tokens": 3}, "max_completion_tokens"),
+        ("/v1/chat/completions", {"logprobs": True}, "logprobs"),
+        ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs"),
+        ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
+        ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions"),
+        ("/v1/chat/completions", {"function_call": "auto"}, "function_call"),
+        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("/v1/chat/completions", {"logit_bias": {"50": -100}}, "logit_bias"),
+        ("/v1/chat/completions", {"seed": 1, "temperature": 0.8}, "seed"),
+        ("/v1/chat/completions", {"frequency_penalty": -1.0}, "frequency_penalty"),
+    ],
+)
+def test_unsupported_parameters_are_refused_by_name(client: TestClient, path, extra, param) -> None:
+    base = OK if path == "/v1/completions" else {**CHAT, "max_tokens": 4}
+    err = _error(client.post(path, json={**base, **extra}), 400, param, "unsupported_parameter")
+    assert param in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/v1/completions", {"logprobs": None, "echo": False, "best_of": 1, "suffix": None, "logit_bias": {}}),
+        ("/v1/completions", {"logprobs": 0, "seed": 3, "temperature": 0}),
+        ("/v1/completions", {"presence_penalty": 0, "frequency_penalty": 0.0, "user": "u1", "x_future": 1}),
+        ("/v1/chat/completions", {"logprobs": False, "top_logprobs": None, "tools": [], "tool_choice": None}),
+        ("/v1/chat/completions", {"response_format": {"type": "text"}, "logit_bias": None, "seed": None}),
+        ("/v1/chat/completions", {"functions": None, "function_call": "none", "seed": 9, "temperature": 0}),
+    ],
+)
+def test_neutral_values_and_unknown_fields_are_accepted(client: TestClient, path, extra) -> None:
+    base = OK if path == "/v1/completions" else {**CHAT, "max_tokens": 4}
+    resp = client.post(path, json={**base, **extra})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
     ("path", "body", "param", "message"),
     [
         ("/v1/completions", {**OK, "max_tokens": -1}, "max_tokens", "max_tokens must be >= 1, got -1"),
