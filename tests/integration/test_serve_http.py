@@ -195,3 +195,12 @@ def test_openai_client_gets_unsupported_parameter_errors(client: openai.OpenAI) 
             model=MODEL, messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
         )
     assert caught.value.body["param"] == "response_format"
+
+
+def test_unknown_path_is_openai_shaped_and_not_a_metric_label(server: str) -> None:
+    resp = httpx.get(f"{server}/v1/nope", timeout=5)
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "not_found" and resp.json()["error"]["type"] == "invalid_request_error"
+    text = httpx.get(f"{server}/metrics", timeout=5).text
+    assert 'endpoint="/v1/nope"' not in text
+    assert re.search(r'^aidc_serve_requests_total\{endpoint="other",status="404"\} [1-9]', text, re.M)

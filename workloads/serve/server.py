@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workloads.serve.config import ServerConfig
 from workloads.serve.engine import Engine, EngineOverloaded, RequestError
+from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler
 from workloads.serve.metrics import ServeMetrics
 from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from workloads.serve.sequence import Delta, SamplingParams
@@ -62,11 +63,14 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    install_http_error_handler(app)
+
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
         response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        endpoint = endpoint_label(request)  # the route template: bounded label values
+        if endpoint.startswith("/v1/") or endpoint == UNMATCHED:
+            metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
 
     @app.get("/health")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -116,3 +117,35 @@ def test_request_timeout_answers_504_and_frees_the_slot() -> None:
                 break
             time.sleep(0.02)
         assert serve.engine.num_running == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/v1/nope", 404, "not_found"),
+        ("POST", "/nope", 404, "not_found"),
+        ("GET", "/v1/completions", 405, "method_not_allowed"),
+        ("DELETE", "/v1/models", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_paths_and_methods_get_openai_error_bodies(client: TestClient, method, path, status, code) -> None:
+    resp = client.request(method, path)
+    err = _error(resp, status)
+    assert "detail" not in resp.json()
+    assert (err["type"], err["code"]) == ("invalid_request_error", code)
+    assert path in err["message"]
+    if status == 405:
+        assert resp.headers["allow"]
+
+
+def test_metrics_label_by_route_template_not_raw_path(client: TestClient) -> None:
+    for path in ("/v1/nope", "/v1/nope2", "/v1/completions/x/y"):
+        assert client.get(path).status_code == 404
+    assert client.get("/v1/completions").status_code == 405
+    text = client.get("/metrics").text
+    assert 'endpoint="/v1/nope"' not in text and 'endpoint="/v1/completions/x/y"' not in text
+    counts = re.findall(r'^aidc_serve_requests_total\{endpoint="([^"]*)",status="(\d+)"\} (\S+)$', text, re.M)
+    by_label = {(e, s): float(v) for e, s, v in counts}
+    assert by_label[("other", "404")] >= 3
+    assert by_label[("/v1/completions", "405")] >= 1
+    assert {e for e, _ in by_label} <= {"other", "/v1/completions", "/v1/chat/completions", "/v1/models"}
