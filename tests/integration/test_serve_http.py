@@ -197,6 +197,23 @@ def test_openai_client_gets_unsupported_parameter_errors(client: openai.OpenAI) 
     assert caught.value.body["param"] == "response_format"
 
 
+def test_large_bodies_get_413_by_length_and_while_streaming(server: str) -> None:
+    headers = {"Authorization": "Bearer sk-test-12345678"}
+    big = b'{"model": "tiny-random", "prompt": "' + b"x" * (5 << 20) + b'"}'
+
+    def chunked():
+        for i in range(0, len(big), 64 << 10):
+            yield big[i : i + (64 << 10)]
+
+    with httpx.Client(timeout=30, headers=headers) as http:
+        for content in (big, chunked()):
+            resp = http.post(f"{server}/v1/completions", content=content)
+            assert resp.status_code == 413, resp.text
+            err = resp.json()["error"]
+            assert err["code"] == "request_too_large" and str(1 << 20) in err["message"]
+        assert http.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "max_tokens": 1}).is_success
+
+
 def test_unknown_path_is_openai_shaped_and_not_a_metric_label(server: str) -> None:
     resp = httpx.get(f"{server}/v1/nope", timeout=5)
     assert resp.status_code == 404

@@ -1,10 +1,11 @@
-"""HTTP-level guards: OpenAI-shaped 404/405 bodies, bounded metric labels."""
+"""HTTP-level guards: request size cap, OpenAI-shaped 404/405 bodies, bounded metric labels."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from workloads.serve.protocol import ApiError
 
@@ -13,6 +14,36 @@ from workloads.serve.protocol import ApiError
 UNMATCHED = "other"
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def _too_large(limit: int, got: str) -> ApiError:
+    return ApiError(
+        413,
+        f"request body is {got}: the limit is {limit} bytes (server setting max_request_bytes)",
+        code="request_too_large",
+        type_="invalid_request_error",
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    ``Content-Length`` is checked before anything is read; a chunked body (no length) is
+    counted while it streams in, so at most ``limit`` + one chunk is ever held in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, f"{int(declared)} bytes")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, f"more than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; no traceback either
+        raise ApiError(400, "client disconnected while sending the body", code="client_disconnected") from None
+    return b"".join(chunks)
 
 
 def endpoint_label(request: Request) -> str:

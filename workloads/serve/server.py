@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workloads.serve.config import ServerConfig
 from workloads.serve.engine import Engine, EngineOverloaded, RequestError
-from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler
+from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler, read_body
 from workloads.serve.metrics import ServeMetrics
 from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from workloads.serve.sequence import Delta, SamplingParams
@@ -92,7 +92,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         _check(state, request)
-        body: CompletionRequest = parse_body(await request.body(), CompletionRequest)
+        raw = await read_body(request, config.max_request_bytes)  # before any parsing
+        body: CompletionRequest = parse_body(raw, CompletionRequest)
         _check_model(engine, body.model)
         reject_unsupported(body)
         prompt = body.prompt
@@ -105,7 +106,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         _check(state, request)
-        body: ChatRequest = parse_body(await request.body(), ChatRequest)
+        raw = await read_body(request, config.max_request_bytes)
+        body: ChatRequest = parse_body(raw, ChatRequest)
         _check_model(engine, body.model)
         reject_unsupported(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]

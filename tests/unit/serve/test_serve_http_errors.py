@@ -149,3 +149,43 @@ def test_metrics_label_by_route_template_not_raw_path(client: TestClient) -> Non
     assert by_label[("other", "404")] >= 3
     assert by_label[("/v1/completions", "405")] >= 1
     assert {e for e, _ in by_label} <= {"other", "/v1/completions", "/v1/chat/completions", "/v1/models"}
+
+
+def _limited_client(limit: int) -> TestClient:
+    engine = EngineConfig(model="tiny-random", max_batch=2, max_model_len=64)
+    return TestClient(create_app(ServerConfig(engine=engine, max_request_bytes=limit)))
+
+
+def test_oversized_body_is_refused_with_413_before_parsing() -> None:
+    with _limited_client(4096) as c:
+        big = json.dumps({**OK, "prompt": "x" * 10_000}).encode()
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            err = _error(c.post(path, content=big), 413)
+            assert err["code"] == "request_too_large" and "4096" in err["message"]
+        # not JSON at all: still 413 (the size is checked before the body is parsed)
+        err = _error(c.post("/v1/completions", content=b"{" * 5000), 413)
+        assert str(5000) in err["message"]
+        assert c.post("/v1/completions", json=OK).status_code == 200  # under the limit: served
+
+
+def test_chunked_body_without_content_length_is_capped_while_reading() -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "tiny-random", "prompt": "'
+        for _ in range(20):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with _limited_client(4096) as c:
+        resp = c.post("/v1/completions", content=chunks())
+        assert "content-length" not in {k.lower() for k in resp.request.headers}
+        err = _error(resp, 413)
+        assert err["code"] == "request_too_large"
+
+
+def test_max_request_bytes_is_validated_and_on_the_cli() -> None:
+    from workloads.serve.__main__ import config_from_args
+
+    assert ServerConfig().max_request_bytes == 1 << 20
+    assert config_from_args(["--max-request-bytes", "2048"]).max_request_bytes == 2048
+    with pytest.raises(ValueError, match="max_request_bytes=10 is invalid"):
+        ServerConfig(max_request_bytes=10)
