@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -72,3 +75,25 @@ def install_http_error_handler(app: FastAPI) -> None:
             type_="invalid_request_error",
         )
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses; hostnames and wildcards count as exposed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(host: str, api_key: str | None, log: logging.Logger) -> bool:
+    """Log a warning when the server listens beyond loopback without a key; True if it did."""
+    if api_key is not None or is_loopback(host):
+        return False
+    log.warning(
+        "listening on %s without an API key: anyone who can reach this address can use the model; "
+        "set --api-key (or $AIDC_SERVE_API_KEY), or bind 127.0.0.1 behind an authenticating proxy",
+        host,
+    )
+    return True

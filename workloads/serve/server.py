@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workloads.serve.config import ServerConfig
 from workloads.serve.engine import Engine, EngineOverloaded, RequestError
-from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler, read_body
+from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler, read_body, warn_if_exposed
 from workloads.serve.metrics import ServeMetrics
 from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from workloads.serve.sequence import Delta, SamplingParams
@@ -297,6 +297,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(config: ServerConfig) -> None:
     """Load the model, then serve until SIGTERM/SIGINT (blocking)."""
+    warn_if_exposed(config.host, config.api_key, log)
     app = create_app(config)
     uv = uvicorn.Config(
         app,

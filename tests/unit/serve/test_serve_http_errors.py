@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from workloads.serve.config import EngineConfig, ServerConfig
+from workloads.serve.guards import warn_if_exposed
 from workloads.serve.server import create_app
 
 KEY = "test-key-123456"
@@ -189,3 +192,40 @@ def test_max_request_bytes_is_validated_and_on_the_cli() -> None:
     assert config_from_args(["--max-request-bytes", "2048"]).max_request_bytes == 2048
     with pytest.raises(ValueError, match="max_request_bytes=10 is invalid"):
         ServerConfig(max_request_bytes=10)
+
+
+@pytest.mark.parametrize(
+    ("host", "key", "warned"),
+    [
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("10.1.2.3", None, True),
+        ("myhost.internal", None, True),
+        ("0.0.0.0", "k" * 12, False),
+        ("127.0.0.1", None, False),
+        ("::1", None, False),
+        ("localhost", None, False),
+    ],
+)
+def test_exposed_bind_without_api_key_logs_a_warning(host, key, warned, caplog) -> None:
+    log = logging.getLogger("aidc.serve.test")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        assert warn_if_exposed(host, key, log) is warned
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert host in warnings[0].getMessage() and "--api-key" in warnings[0].getMessage()
+
+
+def test_serve_warns_at_startup_when_exposed_without_key(monkeypatch, caplog) -> None:
+    from workloads.serve import server
+
+    started, app = [], FastAPI()
+    app.state.serve = None  # no model is loaded: only the startup path up to run() is exercised
+    monkeypatch.setattr(server, "create_app", lambda config: app)
+    monkeypatch.setattr(server.DrainingServer, "__init__", lambda self, uv, state: None)
+    monkeypatch.setattr(server.DrainingServer, "run", lambda self: started.append(True))
+    with caplog.at_level(logging.WARNING, logger="aidc.serve"):
+        server.serve(ServerConfig(host="0.0.0.0"))
+    assert started == [True]
+    assert any("0.0.0.0" in r.getMessage() and "API key" in r.getMessage() for r in caplog.records)
