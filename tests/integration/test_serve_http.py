@@ -174,3 +174,50 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero() -> None:
         assert all(r.json()["usage"]["completion_tokens"] == 400 for r in resps)
         assert finished - sent > 0.3
         assert proc.wait(timeout=30) == 0
+
+
+def test_openai_client_chat_honours_max_completion_tokens(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_completion_tokens=3,
+        extra_body={"ignore_eos": True},
+    )
+    assert out.usage.completion_tokens == 3 and out.choices[0].finish_reason == "length"
+
+
+def test_openai_client_gets_unsupported_parameter_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, logprobs=2)
+    assert caught.value.body["param"] == "logprobs" and caught.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+        )
+    assert caught.value.body["param"] == "response_format"
+
+
+def test_large_bodies_get_413_by_length_and_while_streaming(server: str) -> None:
+    headers = {"Authorization": "Bearer sk-test-12345678"}
+    big = b'{"model": "tiny-random", "prompt": "' + b"x" * (5 << 20) + b'"}'
+
+    def chunked():
+        for i in range(0, len(big), 64 << 10):
+            yield big[i : i + (64 << 10)]
+
+    with httpx.Client(timeout=30, headers=headers) as http:
+        for content in (big, chunked()):
+            resp = http.post(f"{server}/v1/completions", content=content)
+            assert resp.status_code == 413, resp.text
+            err = resp.json()["error"]
+            assert err["code"] == "request_too_large" and str(1 << 20) in err["message"]
+        assert http.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "max_tokens": 1}).is_success
+
+
+def test_unknown_path_is_openai_shaped_and_not_a_metric_label(server: str) -> None:
+    resp = httpx.get(f"{server}/v1/nope", timeout=5)
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "not_found" and resp.json()["error"]["type"] == "invalid_request_error"
+    text = httpx.get(f"{server}/metrics", timeout=5).text
+    assert 'endpoint="/v1/nope"' not in text
+    assert re.search(r'^aidc_serve_requests_total\{endpoint="other",status="404"\} [1-9]', text, re.M)

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=256, help="requests that may wait; beyond: 429")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds before a request gets 504")
     p.add_argument("--drain-timeout", type=float, default=60.0, help="seconds SIGTERM waits for in-flight work")
+    p.add_argument(
+        "--max-request-bytes", type=int, default=1 << 20, help="largest request body; bigger: 413 (default 1 MiB)"
+    )
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
     p.add_argument("--seed", type=int, default=0, help="seed for random presets and sampling")
     p.add_argument(
@@ -55,6 +58,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         queue_size=a.queue_size,
         request_timeout_s=a.request_timeout,
         drain_timeout_s=a.drain_timeout,
+        max_request_bytes=a.max_request_bytes,
         api_key=a.api_key or os.environ.get("AIDC_SERVE_API_KEY"),
         engine=engine,
     )

@@ -83,6 +83,8 @@ class ServerConfig:
         retry_after_s: value of the ``Retry-After`` header on 429 (default 1).
         api_key: when set, every ``/v1/*`` request needs ``Authorization: Bearer <api_key>``.
         drain_timeout_s: on SIGTERM, how long in-flight requests may take before exit (default 60).
+        max_request_bytes: largest accepted request body; bigger ones get 413 before they are
+            parsed or tokenized (default 1 MiB, room for a 2048-token prompt many times over).
     """
 
     host: str = "127.0.0.1"
@@ -92,6 +94,7 @@ class ServerConfig:
     retry_after_s: int = 1
     api_key: str | None = None
     drain_timeout_s: float = 60.0
+    max_request_bytes: int = 1 << 20
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -100,5 +103,6 @@ class ServerConfig:
         _require(self.request_timeout_s > 0, "request_timeout_s", self.request_timeout_s, "> 0")
         _require(self.retry_after_s >= 1, "retry_after_s", self.retry_after_s, ">= 1")
         _require(self.drain_timeout_s > 0, "drain_timeout_s", self.drain_timeout_s, "> 0")
+        _require(self.max_request_bytes >= 1024, "max_request_bytes", self.max_request_bytes, ">= 1024")
         if self.api_key is not None:
             _require(len(self.api_key) >= 8, "api_key", "<hidden>", "at least 8 characters")

@@ -25,9 +25,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from workloads.serve.config import ServerConfig
 from workloads.serve.engine import Engine, EngineOverloaded, RequestError
+from workloads.serve.guards import UNMATCHED, endpoint_label, install_http_error_handler, read_body, warn_if_exposed
 from workloads.serve.metrics import ServeMetrics
 from workloads.serve.protocol import ApiError, ChatRequest, CompletionRequest, parse_body
 from workloads.serve.sequence import Delta, SamplingParams
+from workloads.serve.unsupported import reject_unsupported
 
 log = logging.getLogger("aidc.serve")
 
@@ -61,11 +63,14 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    install_http_error_handler(app)
+
     @app.middleware("http")
     async def _count(request: Request, call_next: Any) -> Response:
         response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        endpoint = endpoint_label(request)  # the route template: bounded label values
+        if endpoint.startswith("/v1/") or endpoint == UNMATCHED:
+            metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
 
     @app.get("/health")
@@ -87,8 +92,10 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         _check(state, request)
-        body: CompletionRequest = parse_body(await request.body(), CompletionRequest)
+        raw = await read_body(request, config.max_request_bytes)  # before any parsing
+        body: CompletionRequest = parse_body(raw, CompletionRequest)
         _check_model(engine, body.model)
+        reject_unsupported(body)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -99,8 +106,10 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         _check(state, request)
-        body: ChatRequest = parse_body(await request.body(), ChatRequest)
+        raw = await read_body(request, config.max_request_bytes)
+        body: ChatRequest = parse_body(raw, ChatRequest)
         _check_model(engine, body.model)
+        reject_unsupported(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         ids = engine.tokenizer.encode(engine.tokenizer.chat_prompt(messages))
         params = _params(engine, body, len(ids), default_max=None)
@@ -131,7 +140,8 @@ def _check_model(engine: Engine, model: str) -> None:
 
 
 def _params(engine: Engine, body: Any, prompt_len: int, default_max: int | None) -> SamplingParams:
-    max_tokens = body.max_tokens or default_max or max(1, engine.max_model_len - prompt_len)
+    limit, _ = body.output_limit()
+    max_tokens = limit or default_max or max(1, engine.max_model_len - prompt_len)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=body.temperature,
@@ -150,11 +160,12 @@ async def _generate(
         with contextlib.suppress(RuntimeError):  # loop closed: the client is gone anyway
             loop.call_soon_threadsafe(queue.put_nowait, delta)
 
+    if not ids:
+        raise ApiError(400, "prompt is empty: it must hold at least one token", param="prompt", code="invalid_value")
     try:
         seq = engine.submit(ids, params, sink)
     except RequestError as exc:
-        code = "context_length_exceeded" if exc.param in ("prompt", "max_tokens") else "invalid_value"
-        raise ApiError(400, str(exc), param=exc.param, code=code) from None
+        raise _request_error(exc, body, len(ids), engine.max_model_len) from None
     except EngineOverloaded:
         retry = str(state.config.retry_after_s)
         raise ApiError(
@@ -187,6 +198,17 @@ async def _generate(
     if reason == "error":
         raise ApiError(500, "the engine failed while generating this request", code="engine_error")
     return JSONResponse(shape.full("".join(text), reason, len(seq.out_ids)))
+
+
+def _request_error(exc: RequestError, body: Any, prompt_len: int, max_model_len: int) -> ApiError:
+    """Engine refusal → 400; only a prompt or output that does not fit is a context-length error."""
+    param = exc.param
+    if param == "max_tokens":
+        param = body.output_limit()[1]  # the field the client actually sent
+        message = str(exc).replace("max_tokens", param)
+        return ApiError(400, message, param=param, code="context_length_exceeded")
+    too_long = param == "prompt" and prompt_len >= max_model_len
+    return ApiError(400, str(exc), param=param, code="context_length_exceeded" if too_long else "invalid_value")
 
 
 async def _next(queue: asyncio.Queue[Delta], deadline: float) -> Delta:
@@ -275,6 +297,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(config: ServerConfig) -> None:
     """Load the model, then serve until SIGTERM/SIGINT (blocking)."""
+    warn_if_exposed(config.host, config.api_key, log)
     app = create_app(config)
     uv = uvicorn.Config(
         app,
