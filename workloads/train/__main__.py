@@ -71,7 +71,13 @@ class ArgumentsError(ConfigError):
 
 
 class _RaisingParser(argparse.ArgumentParser):
-    """Raises instead of printing usage and exiting, so a caller can report the error its own way."""
+    """Raises instead of printing usage and exiting, so a caller can report the error its own way.
+
+    No ``--help``: printing the trainer's help and exiting is not a validation result.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(add_help=False, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         raise ArgumentsError(message)
