@@ -8,6 +8,7 @@ EFA device plugin), with counts from the instance catalog.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,27 @@ from workloads.launch.torchrun import job_env, torchrun_args
 GPU_RESOURCE = "nvidia.com/gpu"
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# Kubernetes validation rules: a DNS-1123 label (namespaces, names) and a label value.
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def check_names(spec: JobSpec) -> None:
+    """Refuse names the API server would reject, before ``kubectl apply`` half-applies the manifests."""
+    if not DNS1123_LABEL.match(spec.namespace):
+        raise LaunchError(
+            "namespace",
+            spec.namespace,
+            "a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+        )
+    if not LABEL_VALUE.match(spec.pool):  # it becomes the aidc/pool label value
+        raise LaunchError(
+            "pool",
+            spec.pool,
+            "a Kubernetes label value: at most 63 letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit",
+        )
 
 
 def service_name(spec: JobSpec) -> str:
@@ -74,7 +96,7 @@ def _container(spec: JobSpec, env: dict[str, str]) -> dict[str, Any]:
 
 def indexed_job(spec: JobSpec, *, nccl_defaults: Path = NCCL_DEFAULTS) -> dict[str, Any]:
     if not spec.image:
-        raise LaunchError("image='' is invalid: the Kubernetes Job needs a container image with aidc and torch")
+        raise LaunchError("image", "", "the Kubernetes Job needs a container image with aidc and torch")
     n = spec.node_count
     pod_spec: dict[str, Any] = {
         "subdomain": service_name(spec),
@@ -102,6 +124,7 @@ def indexed_job(spec: JobSpec, *, nccl_defaults: Path = NCCL_DEFAULTS) -> dict[s
 
 def manifests(spec: JobSpec, *, nccl_defaults: Path = NCCL_DEFAULTS) -> list[dict[str, Any]]:
     """Service first: its DNS must exist when the pods start."""
+    check_names(spec)
     return [headless_service(spec), indexed_job(spec, nccl_defaults=nccl_defaults)]
 
 

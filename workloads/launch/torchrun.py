@@ -15,7 +15,9 @@ from workloads.launch.spec import JobSpec, LaunchError
 
 def rdzv_endpoint(spec: JobSpec) -> str:
     if not spec.node_ips:
-        raise LaunchError("node_ips=() is invalid for torchrun launches: the first node hosts the rendezvous")
+        raise LaunchError(
+            "node_ips", "", "the torchrun and ansible formats need the node IPs: the first hosts the rendezvous"
+        )
     host = spec.node_ips[0]
     return f"[{host}]:{spec.rdzv_port}" if ":" in host else f"{host}:{spec.rdzv_port}"
 

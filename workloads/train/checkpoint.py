@@ -13,6 +13,7 @@ leaves either the previous valid checkpoint as newest, or a complete new one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -25,9 +26,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from workloads.train import faults
+from workloads.train.config import ModelConfig
 
 MARKER = "COMPLETE.json"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -70,7 +73,18 @@ def file_sizes(root: Path) -> dict[str, int]:
     }
 
 
-def marker_payload(step: int, files: dict[str, int], where: str) -> dict[str, Any]:
+def model_identity(preset: str, model: ModelConfig) -> dict[str, Any]:
+    """What a checkpoint records about the model that wrote it: the preset name and every shape field."""
+    return {"preset": preset, **dataclasses.asdict(model)}
+
+
+def model_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """'' when ``saved`` fits ``current``, else the differing shape fields, e.g. ``d_model 64 -> 768``."""
+    diffs = [f"{k} {saved[k]} -> {v}" for k, v in current.items() if k != "preset" and k in saved and saved[k] != v]
+    return ", ".join(diffs)
+
+
+def marker_payload(step: int, files: dict[str, int], where: str, model: dict[str, Any] | None = None) -> dict[str, Any]:
     """The completion marker; refuses to vouch for a checkpoint some rank's files are missing from.
 
     Every rank writes its ``train_state_rank{R}.pt`` after its DCP data, so all of them being
@@ -84,7 +98,10 @@ def marker_payload(step: int, files: dict[str, int], where: str) -> dict[str, An
             f"{where}: files of other ranks are missing ({', '.join(missing) or '.metadata'}); for multi-node jobs "
             "ckpt_dir must be storage every node sees (FSx for Lustre) or s3://"
         )
-    return {"format": FORMAT_VERSION, "step": step, "world_size": world, "files": files, "torch": torch.__version__}
+    payload = {"format": FORMAT_VERSION, "step": step, "world_size": world, "files": files, "torch": torch.__version__}
+    if model is not None:
+        payload["model"] = model
+    return payload
 
 
 def marker_matches(marker: dict[str, Any], actual: dict[str, int]) -> bool:
@@ -119,11 +136,30 @@ def write_local_checkpoint(stage: Path, state: dict[str, Any], train_state: dict
         os.fsync(fh.fileno())
 
 
+def check_local_dir(root: Path) -> None:
+    """Refuse, before any training step, a directory that could never hold a checkpoint.
+
+    Otherwise the first save, minutes or hours in, fails with a NotADirectoryError traceback.
+    """
+    probe = root
+    while not probe.exists() and probe != probe.parent:  # the nearest part of the path that exists
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == root else f" {probe}"
+        raise CheckpointError(f"--ckpt-dir {root}:{where} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CheckpointError(f"--ckpt-dir {root}: {probe} is not writable")
+
+
 class LocalStore:
     """Checkpoints under a local or shared (FSx for Lustre) directory, visible to every rank."""
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
+        check_local_dir(self.root)
+
+    def describe(self, step: int) -> str:
+        return str(self.root / step_name(step))
 
     def valid_steps(self) -> list[int]:
         if not self.root.is_dir():
@@ -143,7 +179,12 @@ class LocalStore:
             return False
         return marker_matches(marker, file_sizes(d))
 
-    def save(self, step: int, state: dict[str, Any], train_state: dict[str, Any]) -> None:
+    def marker(self, step: int) -> dict[str, Any]:
+        return json.loads((self.root / step_name(step) / MARKER).read_text())
+
+    def save(
+        self, step: int, state: dict[str, Any], train_state: dict[str, Any], model: dict[str, Any] | None = None
+    ) -> None:
         final, tmp = self.root / step_name(step), self.root / (step_name(step) + ".tmp")
         if _rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)  # a partial write of an earlier, crashed attempt
@@ -153,7 +194,7 @@ class LocalStore:
         _barrier()
         faults.maybe_die("AIDC_FAULT_IN_SAVE_AT_STEP", step, _rank())
         if _rank() == 0:
-            _write_json_durably(tmp / MARKER, marker_payload(step, file_sizes(tmp), str(tmp)))
+            _write_json_durably(tmp / MARKER, marker_payload(step, file_sizes(tmp), str(tmp), model))
             if final.exists():
                 shutil.rmtree(final)
             os.rename(tmp, final)  # atomic on POSIX and on Lustre: readers see all or nothing
@@ -195,47 +236,85 @@ def make_store(location: str, *, kms_key_id: str = ""):
 
         return S3Store(location, kms_key_id=kms_key_id)
     if "://" in location:
-        raise CheckpointError(f"ckpt_dir={location!r}: use a directory path or s3://bucket/prefix")
+        raise CheckpointError(f"--ckpt-dir {location}: use a directory path or s3://bucket/prefix")
     return LocalStore(location)
 
 
-class CheckpointManager:
-    """Saves on schedule, keeps the newest ``keep_last``, resumes from the newest valid one."""
+def _root_cause(exc: BaseException) -> str:
+    """One line for a DCP failure: the first rank's own exception, not DCP's multi-rank traceback."""
+    if isinstance(exc, CheckpointException) and exc.failures:
+        exc = next(iter(exc.failures.values()))[0]
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
-    def __init__(self, location: str, *, keep_last: int = 3, kms_key_id: str = "") -> None:
+
+class CheckpointManager:
+    """Saves on schedule, keeps the newest ``keep_last``, resumes from the newest valid one.
+
+    ``model``: :func:`model_identity` of this run; it is written into every marker, and a
+    checkpoint whose marker records another model shape is refused before anything is loaded.
+    """
+
+    def __init__(
+        self, location: str, *, keep_last: int = 3, kms_key_id: str = "", model: dict[str, Any] | None = None
+    ) -> None:
         self.store = make_store(location, kms_key_id=kms_key_id)
         self.keep_last = keep_last
+        self.model = model
 
     def save(
         self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_state: dict[str, Any]
     ) -> None:
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        self.store.save(step, {"model": model_sd, "optim": optim_sd}, train_state)
+        self.store.save(step, {"model": model_sd, "optim": optim_sd}, train_state, self.model)
         if _rank() == 0:
             self.store.prune(self.keep_last)
         _barrier()
 
-    def newest_step(self) -> int | None:
-        """The newest valid step as rank 0 sees it, agreed by all ranks."""
-        found = None
+    def _newest(self) -> tuple[int | None, dict[str, Any] | None]:
+        """(newest valid step, the model its marker records) as rank 0 sees them, agreed by all ranks."""
+        found: tuple[int | None, dict[str, Any] | None] = (None, None)
         if _rank() == 0:
             valid = self.store.valid_steps()
-            found = valid[-1] if valid else None
-        if dist.is_available() and dist.is_initialized():
+            if valid:
+                found = (valid[-1], self.store.marker(valid[-1]).get("model"))
+        if _distributed():
             box = [found]
             dist.broadcast_object_list(box, src=0)
             found = box[0]
         return found
 
+    def newest_step(self) -> int | None:
+        """The newest valid step as rank 0 sees it, agreed by all ranks."""
+        return self._newest()[0]
+
+    def _check_model(self, step: int, saved: dict[str, Any] | None) -> None:
+        if self.model is None or saved is None:  # checkpoints of older versions record no model
+            return
+        diff = model_mismatch(saved, self.model)
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {self.store.describe(step)} was saved by another model (--preset {saved.get('preset')}; "
+                f"this run: --preset {self.model.get('preset')}; {diff}): resume with the same --preset, "
+                "or start in a new --ckpt-dir"
+            )
+
     def load_latest(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         """Load the newest valid checkpoint into ``model``/``optimizer``; its train state or None."""
-        step = self.newest_step()
+        step, saved_model = self._newest()
         if step is None:
             return None
+        self._check_model(step, saved_model)
         # get_state_dict initialises empty optimizer state (an lr=0 step) so DCP has targets to fill.
         model_sd, optim_sd = get_state_dict(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
-        train_state = self.store.load(step, state)
+        try:
+            train_state = self.store.load(step, state)
+        except (ValueError, CheckpointException) as exc:  # shapes that differ, in a marker without a model
+            raise CheckpointError(
+                f"checkpoint {self.store.describe(step)} does not fit this model ({_root_cause(exc)}); "
+                "resume with the --preset it was saved with, or start in a new --ckpt-dir"
+            ) from None
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         if int(train_state["step"]) != step:
             raise CheckpointError(f"checkpoint {step_name(step)} holds train state of step {train_state['step']}")

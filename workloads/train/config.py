@@ -18,12 +18,21 @@ COMPILE_MODES: tuple[str, ...] = ("default", "max-autotune", "max-autotune-no-cu
 
 
 class ConfigError(ValueError):
-    """A user-facing configuration mistake (one sentence: field, value, what is allowed)."""
+    """A user-facing configuration mistake (one sentence: field, value, what is allowed).
+
+    ``field``/``value``/``allowed`` are kept so a CLI can restate it with its flag: a ``field`` that
+    is a flag (``--batch-size``) reads ``--batch-size 0 is invalid: ...``.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        shown = f"{field} {value}" if field.startswith("--") else f"{field}={value!r}"
+        super().__init__(f"{shown} is invalid: {allowed}")
+        self.field, self.value, self.allowed = field, value, allowed
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+        raise ConfigError(name, value, allowed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +87,9 @@ class TrainConfig:
     ``steps``: optimizer steps in total (a resumed run continues up to this number).
     ``batch_size``: sequences per rank per micro-step; ``grad_accum`` micro-steps per optimizer step.
     ``seq_len``: tokens per sequence (0: the model's ``max_seq_len``).
-    ``lr``/``min_lr_ratio``/``warmup``: peak LR, cosine floor as a fraction of it, linear warmup steps.
+    ``lr``/``min_lr_ratio``/``warmup``: peak LR, cosine floor as a fraction of it, linear warmup steps
+    (``warmup <= steps``). The LR of step k is a function of k and these fields only, so a resume
+    with a larger ``steps`` follows the new schedule from its first step.
     ``parallel``: ``ddp`` (replicated) or ``fsdp`` (FSDP2 ``fully_shard`` per block + root).
     ``dtype``: ``auto`` = bf16 autocast on GPU, fp32 on CPU.
     ``compile``/``compile_mode``: wrap the model in ``torch.compile`` with this mode.
@@ -127,6 +138,7 @@ class TrainConfig:
         for name in ("seq_len", "warmup", "ckpt_every", "seed"):
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 0, name, value, "must be an integer >= 0")
+        _require(self.warmup <= self.steps, "warmup", self.warmup, f"must be <= --steps ({self.steps})")
         _require(self.lr > 0, "lr", self.lr, "must be > 0")
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas", (self.beta1, self.beta2), "in [0, 1)")

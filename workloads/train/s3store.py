@@ -45,7 +45,7 @@ def s3_endpoint() -> str | None:
 def parse_s3_url(url: str) -> tuple[str, str]:
     m = re.match(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$", url)
     if not m:
-        raise CheckpointError(f"ckpt_dir={url!r} is not a valid s3://bucket[/prefix] URL")
+        raise CheckpointError(f"--ckpt-dir {url} is not a valid s3://bucket[/prefix] URL")
     return m.group(1), (m.group(2) or "").strip("/")
 
 
@@ -94,10 +94,19 @@ class S3Store:
             return False
         return marker_matches(marker, self._objects(step))
 
+    def describe(self, step: int) -> str:
+        return f"s3://{self.bucket}/{self._key(step_name(step))}"
+
+    def marker(self, step: int) -> dict[str, Any]:
+        body = self.s3.get_object(Bucket=self.bucket, Key=self._key(step_name(step), MARKER))["Body"].read()
+        return json.loads(body)
+
     def valid_steps(self) -> list[int]:
         return [s for s in self._steps_present() if self._is_valid(s)]
 
-    def save(self, step: int, state: dict[str, Any], train_state: dict[str, Any]) -> None:
+    def save(
+        self, step: int, state: dict[str, Any], train_state: dict[str, Any], model: dict[str, Any] | None = None
+    ) -> None:
         stage = Path(tempfile.mkdtemp(prefix=f"aidc-ckpt-stage-r{_rank()}-"))
         try:
             write_local_checkpoint(stage, state, train_state)
@@ -108,7 +117,7 @@ class S3Store:
             faults.maybe_die("AIDC_FAULT_IN_SAVE_AT_STEP", step, _rank())
             if _rank() == 0:
                 body = json.dumps(
-                    marker_payload(step, self._objects(step), self._key(step_name(step))), sort_keys=True
+                    marker_payload(step, self._objects(step), self._key(step_name(step)), model), sort_keys=True
                 ).encode()
                 self.s3.put_object(
                     Bucket=self.bucket, Key=self._key(step_name(step), MARKER), Body=body, **self._extra_args()

@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # missing/unknown HF tokenizer (no network here)
         print(f"error: tokenizer={args.tokenizer!r} could not be loaded ({exc}); use --tokenizer byte", file=sys.stderr)
         return 2
-    header = write_shard(args.output, ids, vocab)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)  # like --metrics: data/ need not exist yet
+        header = write_shard(args.output, ids, vocab)
+    except OSError as exc:
+        print(f"error: output {str(args.output)!r} cannot be written ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}: {header.num_tokens} tokens, vocab {vocab}, {header.token_bytes * 8}-bit ids")
     return 0
 

@@ -26,7 +26,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from workloads.train import faults
-from workloads.train.checkpoint import CheckpointManager
+from workloads.train.checkpoint import CheckpointManager, model_identity
 from workloads.train.config import TrainConfig
 from workloads.train.data import BatchLoader
 from workloads.train.metrics import MetricsWriter, peak_memory_gib
@@ -139,6 +139,22 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def restore_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int, cfg: TrainConfig) -> None:
+    """Put the LR schedule at ``step`` under the current config, as if it had run from step 0.
+
+    The scheduler state in a checkpoint holds the LR that the *saved* config gave the next step
+    (with a smaller ``steps``, the cosine floor), and the optimizer state holds that LR too.
+    Recomputing it here makes the LR of a step a function of the step and the current config
+    only; the expression is LambdaLR's own (``base_lr * lr_lambda(epoch)``), so an unchanged
+    config resumes bit-identically.
+    """
+    scheduler.last_epoch = step
+    lrs = [base_lr * lr_factor(step, cfg) for base_lr in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports; LambdaLR has no public setter
+
+
 def _grad_sync(wrapped: nn.Module, sync: bool):
     """Skip the gradient all-reduce on all but the last micro-step of an accumulation."""
     if isinstance(wrapped, DistributedDataParallel):
@@ -248,7 +264,7 @@ class Run:
         state = self.manager.load_latest(self.wrapped, self.optimizer) if self.manager else None
         if state is None:
             return 0
-        self.scheduler.load_state_dict(state["scheduler"])
+        restore_schedule(self.scheduler, int(state["step"]), self.cfg)
         self.loader.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
@@ -264,6 +280,14 @@ def prepare(cfg: TrainConfig) -> Run:
     configure_determinism(cfg)
     ctx = setup_distributed()
     _write_pid_file(ctx.rank)
+    manager = None
+    if cfg.ckpt_dir:  # first: a --ckpt-dir that can never hold a checkpoint fails before any work
+        manager = CheckpointManager(
+            cfg.ckpt_dir,
+            keep_last=cfg.keep_last,
+            kms_key_id=cfg.kms_key_id,
+            model=model_identity(cfg.preset_name, cfg.model),
+        )
     runnable, wrapped, gpt = build_model(cfg, ctx)
     optimizer = build_optimizer(cfg, gpt, ctx.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -276,9 +300,6 @@ def prepare(cfg: TrainConfig) -> Run:
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    manager = None
-    if cfg.ckpt_dir:
-        manager = CheckpointManager(cfg.ckpt_dir, keep_last=cfg.keep_last, kms_key_id=cfg.kms_key_id)
     metrics = MetricsWriter(cfg.metrics, enabled=ctx.rank == 0)
     return Run(cfg, ctx, runnable, wrapped, gpt, optimizer, scheduler, loader, metrics, manager)
 
@@ -293,6 +314,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     peak = peak_flops(torch.cuda.get_device_name(ctx.device)) if ctx.device.type == "cuda" else None
     tokens_per_step = cfg.batch_size * seq_len * cfg.grad_accum * ctx.world_size
     summary: dict[str, Any] = {"start_step": start}
+    if start >= cfg.steps and ctx.rank == 0:
+        done = f"already complete at step {start} (--steps {cfg.steps})"
+        if start > cfg.steps:
+            done = f"already past --steps {cfg.steps}: the newest checkpoint is at step {start}"
+        print(f"{done}; nothing to do", flush=True)
     for step in range(start + 1, cfg.steps + 1):
         faults.maybe_die("AIDC_FAULT_AT_STEP", step, ctx.rank)
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from workloads.launch.__main__ import main as launch_main
 from workloads.launch.k8s import EFA_RESOURCE, GPU_RESOURCE, indexed_job, manifests, rendezvous_host, to_yaml
 from workloads.launch.spec import JobSpec, LaunchError
 
@@ -72,7 +73,7 @@ def test_names_are_dns_labels_and_yaml_round_trips(docs):
 
 
 def test_cpu_job_requests_no_gpus(tmp_path):
-    job = indexed_job(spec(instance_type="g5.xlarge", nproc_per_node=2), nccl_defaults=tmp_path / "x.yml")
+    job = indexed_job(spec(instance_type="g5.xlarge", nproc_per_node=2, cpu=True), nccl_defaults=tmp_path / "x.yml")
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"] == {} and "tolerations" not in pod
 
@@ -80,3 +81,38 @@ def test_cpu_job_requests_no_gpus(tmp_path):
 def test_job_without_image_is_refused():
     with pytest.raises(LaunchError, match="image=''"):
         indexed_job(spec(image=""))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"namespace": "Bad_NS"}, "namespace='Bad_NS' is invalid: a DNS-1123 label"),
+        ({"namespace": "a" * 64}, "is invalid: a DNS-1123 label: at most 63"),
+        ({"namespace": "-ns"}, "namespace='-ns' is invalid"),
+        ({"pool": "Bad Pool"}, "pool='Bad Pool' is invalid: a Kubernetes label value"),
+        ({"pool": "gpu-"}, "pool='gpu-' is invalid"),
+        ({"pool": "p" * 64}, "is invalid: a Kubernetes label value: at most 63"),
+    ],
+)
+def test_names_kubernetes_would_reject_are_refused(kw, message):
+    with pytest.raises(LaunchError, match=message):
+        manifests(spec(**kw))
+
+
+def test_label_value_rules_allow_upper_case_dots_and_underscores():
+    docs = manifests(spec(pool="GPU_pool.a", namespace="train-1"))
+    assert docs[1]["metadata"]["labels"]["aidc/pool"] == "GPU_pool.a"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--pool", "Bad Pool"], "error: --pool 'Bad Pool' is invalid: a Kubernetes label value: at most 63"),
+        (["--namespace", "Bad_NS"], "error: --namespace Bad_NS is invalid: a DNS-1123 label: at most 63"),
+    ],
+)
+def test_cli_names_the_flag_of_a_bad_kubernetes_name(capsys, args, line):
+    base = ["--name", "j", "--pool", "gpu", "--instance-type", "p5.48xlarge", "--nnodes", "2", "--image", "i:1"]
+    assert launch_main([*base, *args, "--format", "k8s"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(line), err

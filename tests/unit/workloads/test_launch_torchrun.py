@@ -46,9 +46,11 @@ def test_two_node_p5_command_line(tmp_path):
 
 def test_nproc_comes_from_the_catalog_and_can_be_overridden_for_cpu():
     assert p5_spec(instance_type="g6e.12xlarge").procs_per_node == 4
-    cpu = p5_spec(instance_type="g5.xlarge", nproc_per_node=2)
+    cpu = p5_spec(instance_type="g5.xlarge", nproc_per_node=2, cpu=True)
     assert "--nproc-per-node=2" in torchrun_args(cpu) and not cpu.uses_gpus
     assert p5_spec().world_size == 16
+    fewer = p5_spec(nproc_per_node=4)
+    assert fewer.uses_gpus and "--nproc-per-node=4" in torchrun_args(fewer)
 
 
 def test_nccl_env_is_read_from_the_role_defaults_and_job_env_wins(tmp_path):
@@ -81,8 +83,14 @@ def test_template_values_in_nccl_env_are_refused(tmp_path):
     [
         ({"name": "Bad_Name"}, "name='Bad_Name' is invalid"),
         ({"instance_type": "p5.48xlrge"}, "did you mean 'p5.48xlarge'"),
-        ({"node_ips": ("10.0.0.1", "node-b")}, "node_ips contains 'node-b'"),
+        ({"node_ips": ("10.0.0.1", "node-b")}, "'node-b' is not an IP address"),
+        ({"node_ips": ("10.0.0.1", "10.0.0.2", "10.0.0.1")}, "10.0.0.1 is listed twice"),
+        ({"node_ips": ("fd00::1", "fd00:0::1")}, "fd00:0::1 is listed twice"),
         ({"node_ips": (), "nnodes": 0}, "give the node IPs or a node count"),
+        ({"nproc_per_node": 16}, "p5.48xlarge has 8 GPUs: at most 8 workers per node"),
+        ({"nproc_per_node": 0}, "nproc_per_node=0 is invalid: must be >= 1"),
+        ({"nproc_per_node": -2}, "nproc_per_node=-2 is invalid: must be >= 1"),
+        ({"cpu": True}, "CPU workers .* give the number of workers per node"),
         ({"rdzv_port": 70000}, "rdzv_port=70000"),
         ({"nnodes": 3}, "nnodes=3 is invalid"),
     ],
@@ -115,3 +123,81 @@ def test_cli_prints_commands_and_clear_errors(capsys):
     assert out.count("--rdzv-endpoint=10.0.1.10:29500") == 2 and "--preset 124m" in out
     assert launch_main(["--name", "j", "--pool", "gpu", "--instance-type", "p9.huge", "--nodes", "10.0.0.1"]) == 2
     assert "p9.huge" in capsys.readouterr().err
+
+
+def _launch(capsys, *args: str) -> tuple[int, list[str]]:
+    rc = launch_main(["--name", "j", "--pool", "gpu", "--instance-type", "p5.48xlarge", *args])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--nodes", "10.0.0.1,10.0.0.1"], "error: --nodes 10.0.0.1,10.0.0.1 is invalid: 10.0.0.1 is listed twice"),
+        (
+            ["--nodes", "10.0.0.1", "--nproc-per-node", "16"],
+            "error: --nproc-per-node 16 is invalid: p5.48xlarge has 8 GPUs",
+        ),
+        (["--nodes", "10.0.0.1", "--nproc-per-node", "0"], "error: --nproc-per-node 0 is invalid: must be >= 1"),
+        (["--nodes", "10.0.0.1", "--cpu"], "error: --nproc-per-node is missing: CPU workers (--cpu)"),
+        (
+            ["--nodes", "10.0.0.1", "--", "--preset", "huge"],
+            "error: training arguments after --: --preset huge is invalid",
+        ),
+        (["--nodes", "10.0.0.1", "--", "--steps", "0"], "error: training arguments after --: --steps 0 is invalid"),
+        (["--nodes", "10.0.0.1", "--", "--stepz", "3"], "error: training arguments after --: unrecognized arguments"),
+        (
+            ["--nodes", "10.0.0.1", "--", "--warmup", "9", "--steps", "3"],
+            "error: training arguments after --: --warmup 9",
+        ),
+        (["--nnodes", "2", "--format", "torchrun"], "error: --nodes '' is invalid: the torchrun and ansible formats"),
+    ],
+)
+def test_cli_refuses_jobs_that_cannot_run(capsys, args, line):
+    rc, err = _launch(capsys, *args)
+    assert rc == 2 and len(err) == 1 and err[0].startswith(line), err
+
+
+def test_cli_accepts_fewer_workers_than_gpus_and_cpu_workers_beyond_them(capsys):
+    assert (
+        launch_main(
+            [
+                "--name",
+                "j",
+                "--pool",
+                "gpu",
+                "--instance-type",
+                "p5.48xlarge",
+                "--nodes",
+                "10.0.0.1",
+                "--nproc-per-node",
+                "4",
+                "--",
+                "--preset",
+                "tiny",
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert "--nproc-per-node=4" in capsys.readouterr().out
+    assert (
+        launch_main(
+            [
+                "--name",
+                "j",
+                "--pool",
+                "gpu",
+                "--instance-type",
+                "g5.xlarge",
+                "--nodes",
+                "10.0.0.1",
+                "--cpu",
+                "--nproc-per-node",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert "--nproc-per-node=4" in capsys.readouterr().out

@@ -15,9 +15,10 @@ from workloads.train.checkpoint import (
     LocalStore,
     make_store,
     marker_payload,
+    model_identity,
     step_name,
 )
-from workloads.train.config import PRESETS, TrainConfig
+from workloads.train.config import PRESETS, ModelConfig, TrainConfig
 from workloads.train.data import BatchLoader
 from workloads.train.metrics import MetricsWriter, read_metrics
 from workloads.train.model import GPT
@@ -158,3 +159,31 @@ def test_marker_refuses_a_checkpoint_missing_rank_files():
     assert ok["world_size"] == 1 and ok["step"] == 5
     with pytest.raises(CheckpointError, match="ckpt/step_5: files of other ranks are missing.*FSx"):
         marker_payload(5, {"train_state_rank0.pt": 30}, "ckpt/step_5")
+
+
+def test_marker_records_the_model_and_another_shape_is_refused_before_loading(tmp_path):
+    model, opt, _ = _setup()
+    CheckpointManager(str(tmp_path), model=model_identity("tiny", PRESETS["tiny"])).save(1, model, opt, {"step": 1})
+    marker = json.loads((tmp_path / step_name(1) / MARKER).read_text())
+    assert marker["model"] == {
+        "preset": "tiny",
+        "vocab_size": 256,
+        "n_layer": 2,
+        "n_head": 2,
+        "d_model": 64,
+        "max_seq_len": 64,
+        "mlp_ratio": 4,
+    }
+    deeper = ModelConfig(vocab_size=256, n_layer=3, n_head=2, d_model=64, max_seq_len=64)
+    other = GPT(deeper)
+    mgr = CheckpointManager(str(tmp_path), model=model_identity("custom", deeper))
+    with pytest.raises(CheckpointError, match=r"step_00000001 was saved by another model .*n_layer 2 -> 3\)"):
+        mgr.load_latest(other, build_optimizer(TrainConfig(), other, torch.device("cpu")))
+
+
+def test_checkpoint_without_a_model_record_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    model, opt, _ = _setup()
+    CheckpointManager(str(tmp_path)).save(1, model, opt, {"step": 1})  # as older versions wrote it
+    wider = GPT(ModelConfig(vocab_size=256, n_layer=2, n_head=2, d_model=128, max_seq_len=64))
+    with pytest.raises(CheckpointError, match=r"step_00000001 does not fit this model \(.*Size mismatch"):
+        CheckpointManager(str(tmp_path)).load_latest(wider, build_optimizer(TrainConfig(), wider, torch.device("cpu")))

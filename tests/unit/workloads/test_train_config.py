@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workloads.train.__main__ import build_parser, config_from_args, main
+from workloads.train.__main__ import ArgumentsError, build_parser, config_from_args, main, parse_config
 from workloads.train.config import PRESETS, ConfigError, ModelConfig, TrainConfig, preset
 from workloads.train.mfu import PEAK_FLOPS, flops_per_token, mfu, peak_flops
 from workloads.train.model import GPT, count_parameters
@@ -89,7 +89,7 @@ def test_cli_flags_reach_the_config():
 def test_cli_bad_value_prints_one_error_line(capsys):
     assert main(["--steps", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: steps=-1 is invalid: must be a positive integer"]
+    assert err == ["error: --steps -1 is invalid: must be a positive integer"]
 
 
 def test_flops_per_token_follows_the_facts_formula():
@@ -117,3 +117,52 @@ def test_peak_flops_by_device_name(device, peak):
 def test_mfu_is_tokens_times_flops_over_peak():
     assert mfu(1000.0, 1e9, PEAK_FLOPS["H100 SXM"]) == pytest.approx(1e12 / 989e12)
     assert mfu(1000.0, 1e9, None) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--batch-size", "0"], "error: --batch-size 0 is invalid: must be a positive integer"),
+        (["--grad-accum", "0"], "error: --grad-accum 0 is invalid: must be a positive integer"),
+        (
+            ["--ckpt-every", "1"],
+            "error: --ckpt-every 1 is invalid: needs --ckpt-dir (a directory or s3://bucket/prefix)",
+        ),
+        (["--warmup", "50", "--steps", "2"], "error: --warmup 50 is invalid: must be <= --steps (2)"),
+        (["--preset", "huge"], "error: --preset huge is invalid: choose one of tiny, 124m, 350m, 1.3b"),
+        (["--steps", "-1"], "error: --steps -1 is invalid: must be a positive integer"),
+    ],
+)
+def test_bad_values_print_one_line_naming_the_flag(capsys, args, line):
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_help_states_the_defaults():
+    # The options section only, on one line (argparse wraps them).
+    text = " ".join(build_parser().format_help().split("options:")[1].split())
+    for flag, default in [
+        ("--batch-size", "8"),
+        ("--lr", "0.001"),
+        ("--grad-accum", "1"),
+        ("--steps", "100"),
+        ("--keep-last", "3"),
+        ("--preset", "tiny"),
+    ]:
+        i = text.index(f"{flag} {flag.lstrip('-').replace('-', '_').upper()}")
+        assert f"(default: {default})" in text[i : i + 200], flag
+    assert "(default: 10, or --steps if fewer)" in text
+
+
+def test_default_warmup_is_capped_at_steps_and_an_explicit_one_is_checked():
+    assert parse_config(["--steps", "3"]).warmup == 3
+    assert parse_config(["--steps", "30"]).warmup == 10
+    with pytest.raises(ConfigError, match=r"--warmup 4 is invalid: must be <= --steps \(3\)"):
+        parse_config(["--steps", "3", "--warmup", "4"])
+
+
+def test_parse_config_raises_instead_of_exiting():
+    with pytest.raises(ArgumentsError, match="unrecognized arguments: --stepz"):
+        parse_config(["--stepz", "3"])
+    with pytest.raises(ArgumentsError, match="argument --steps: invalid int value: 'x'"):
+        parse_config(["--steps", "x"])
