@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from runinfo import run_info, write_json  # noqa: E402  (benchmarks/, first on sys.path)
+from serve_goals import goals  # noqa: E402
 
 from workloads.serve.config import EngineConfig  # noqa: E402
 from workloads.serve.engine import Engine, SamplingParams  # noqa: E402
@@ -197,23 +198,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"--sections has unknown {unknown}: allowed {','.join(SECTIONS)}")
     return a
-
-
-def goals(results: dict[str, Any], conc: list[int]) -> list[tuple[str, bool]]:
-    eng, hfs, mixed = results.get("engine", {}), results.get("hf_static_compile", {}), results.get("mixed", {})
-    top, out = str(max(conc)), []
-    if top in eng:
-        out.append((f"engine >= 60000 tok/s at {top} streams", eng[top]["output_tok_s"] >= 60000))
-        out.append((f"engine p50 TPOT <= 2 ms at {top}", eng[top]["tpot_p50_ms"] <= 2.0))
-        if top in hfs:
-            out.append(("engine >= 3x HF static+compile", eng[top]["output_tok_s"] >= 3 * hfs[top]["output_tok_s"]))
-    if "1" in eng:
-        out.append(("engine >= 1000 tok/s single stream", eng["1"]["output_tok_s"] >= 1000))
-    if {"continuous", "static"} <= set(mixed):
-        c, s = mixed["continuous"], mixed["static"]
-        out.append(("continuous beats static on throughput", c["output_tok_s"] > s["output_tok_s"]))
-        out.append(("continuous beats static on p99 latency", c["latency_p99_s"] < s["latency_p99_s"]))
-    return out
 
 
 def print_table(results: dict[str, Any], checks: list[tuple[str, bool]]) -> None:

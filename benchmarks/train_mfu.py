@@ -36,7 +36,9 @@ from workloads.train.model import count_parameters  # noqa: E402
 from workloads.train.trainer import Dist, build_model, build_optimizer, lr_factor, train_step  # noqa: E402
 
 DEFAULT_BATCH = {"tiny": 4, "124m": 16, "350m": 16, "1.3b": 8}
-#: Issue 6's MFU goals on one H100 (the plain-code baseline measured 42.5 % and 46.4 %).
+#: Issue 6's MFU goals on one H100 (the plain-code baseline measured 42.5 % and 46.4 %), judged on
+#: the ``mfu`` column: FACTS.md's 6·N_non_embedding + 12·L·H·Q·T with the tied LM head counted in N
+#: (torchtitan counts its untied output layer the same way); ``mfu_no_head`` is printed beside it.
 GOALS = {"124m": 0.48, "350m": 0.55}
 
 
@@ -77,7 +79,10 @@ class Setup:
 
 
 def setup(name: str, args: argparse.Namespace, device: torch.device) -> Setup:
-    """Model, optimizer, schedule and data exactly as the trainer builds them (profile.py reuses it)."""
+    """Model, optimizer, schedule and data exactly as the trainer builds them (gpu_profile.py reuses it)."""
+    # Each preset compiles from scratch: dynamo state left by the previous preset would count
+    # against its recompile limit and could mark the batch dimension dynamic (slower kernels).
+    torch._dynamo.reset()
     model_cfg = PRESETS[name]
     if args.head_dim:
         model_cfg = dataclasses.replace(model_cfg, n_head=model_cfg.d_model // args.head_dim)

@@ -213,6 +213,13 @@ class StackConfig(ConfigModel):
         for key in value:
             if key.lower().startswith(RESERVED_TAG_PREFIXES):
                 raise ValueError(f"tag key {key!r} uses a reserved prefix {RESERVED_TAG_PREFIXES}")
+            # Nodes expose tags in instance metadata (launch template instance_metadata_tags), and
+            # RunInstances then refuses keys outside this set.
+            if not re.fullmatch(r"[A-Za-z0-9+\-=._:@]+", key) or key in (".", "..", "_index"):
+                raise ValueError(
+                    f"tag key {key!r} is not allowed: instance metadata tags take letters, digits and + - = . _ : @ "
+                    "(no spaces or '/'; not '.', '..' or '_index')"
+                )
         return value
 
     @model_validator(mode="after")

@@ -47,3 +47,11 @@ def test_cuda_repository_configured_with_keyring(host, expect):
 
 def test_persistenced_enabled(host):
     assert host.service("nvidia-persistenced").is_enabled
+
+
+def test_persistenced_starts_in_persistence_mode(host):
+    # Ubuntu's packaging passes --no-persistence-mode: the daemon would run and the GPUs still
+    # deinitialise between jobs. Checked on the unit as systemd resolves it (drop-ins included).
+    exec_start = host.check_output("systemctl show -p ExecStart --value nvidia-persistenced")
+    assert "nvidia-persistenced" in exec_start, exec_start
+    assert "--no-persistence-mode" not in exec_start, exec_start

@@ -52,7 +52,9 @@ def driver_packages(branch: str, version: str) -> list[Package]:
         Package("nvidia-persistenced", full, files={
             "usr/bin/nvidia-persistenced": _stub("nvidia-persistenced"),
             "lib/systemd/system/nvidia-persistenced.service":
-                _unit("NVIDIA Persistence Daemon", "/usr/bin/nvidia-persistenced --verbose"),
+                # As NVIDIA's Ubuntu packaging ships it: persistence mode off unless the role fixes it.
+                _unit("NVIDIA Persistence Daemon",
+                      "/usr/bin/nvidia-persistenced --user nvidia-persistenced --no-persistence-mode --verbose"),
         }, executables=("usr/bin/nvidia-persistenced",)),
         Package(f"nvidia-fabricmanager-{branch}", full, files={
             "usr/bin/nv-fabricmanager": _stub("nv-fabricmanager"),

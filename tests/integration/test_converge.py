@@ -4,7 +4,10 @@
 2. host 1's first run is killed mid-way;
 3. a full run converges both hosts (host 0 from fresh, host 1 after the interruption), and a
    second run reports changed=0 on every host;
-4. the testinfra node checks (tests/hosts) pass on them.
+4. the testinfra node checks (tests/hosts) pass on them;
+5. new pins (newer driver and NCCL, as a group_vars change would set) move the held packages on
+   the stand-in repo host, and the run after that changes nothing;
+6. a driver that no package owns stops the driver role before it installs anything.
 
 Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
 against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
@@ -32,6 +35,7 @@ from tests.integration.ansible_run import (
     failed_tasks,
     playbook_command,
 )
+from tests.integration.standin_repo import NEWER_DRIVER, NEWER_NCCL
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -124,3 +128,37 @@ def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_p
     assert not unexpected, unexpected
     # 15 checks per host run here (GPU, runtime-sysctl, login-limit and clock checks skip).
     assert passed >= 2 * 15, f"only {passed} node checks passed"
+
+
+def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins):
+    """5. Changing the pins (as group_vars would) upgrades held packages; the next run is a no-op."""
+    host = two_hosts.hosts[1]
+    cuda_line = NEWER_NCCL.rsplit("+cuda", 1)[1]  # the NCCL pin names its CUDA line; they move together
+    new = ["-e", f"aidc_driver_version={NEWER_DRIVER}", "-e", f"aidc_nccl_version={NEWER_NCCL}",
+           "-e", f"aidc_cuda_version={cuda_line}", "--limit", host.name]
+    first = converge(two_hosts, *new)
+    _assert_converged(first, [host.name])
+    branch = pins["aidc_driver_branch"]
+    query = "dpkg-query -W -f '${Package}=${Version}\\n' libnccl2 nvidia-persistenced nvidia-fabricmanager-" + branch
+    versions = dict(line.split("=", 1) for line in two_hosts.ssh(host, query).stdout.split())
+    assert versions == {"libnccl2": NEWER_NCCL, "nvidia-persistenced": f"{NEWER_DRIVER}-1",
+                        f"nvidia-fabricmanager-{branch}": f"{NEWER_DRIVER}-1"}, versions
+    held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
+    assert {"libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{branch}"} <= held, held
+    again = converge(two_hosts, *new)
+    _assert_converged(again, [host.name])
+    assert again["stats"][host.name]["changed"] == 0, changed_tasks(again)
+
+
+def test_driver_outside_apt_is_refused_before_any_install(two_hosts):
+    """6. A driver no package owns (preinstalled AMI, .run installer) stops the role with the way out."""
+    host = two_hosts.hosts[1]
+    two_hosts.ssh(host, "printf '#!/bin/sh\\nexit 0\\n' > /usr/bin/nvidia-smi && chmod 755 /usr/bin/nvidia-smi")
+    try:
+        report = converge(two_hosts, "--limit", host.name)
+    finally:
+        two_hosts.ssh(host, "rm -f /usr/bin/nvidia-smi")
+    failed = failed_tasks(report).get(host.name, [])
+    assert len(failed) == 1 and "belongs to no package" in failed[0], failed
+    assert "--skip-tags nvidia_driver" in failed[0], failed
+    assert report["stats"][host.name]["changed"] == 0, changed_tasks(report)

@@ -115,3 +115,22 @@ def test_train_benchmark_keeps_other_presets_when_one_fails(tmp_path: Path, monk
     saved = json.loads(out.read_text())
     assert [r["preset"] for r in saved["results"]] == ["tiny"]
     assert saved["errors"] == {"1.3b": "RuntimeError: CUDA out of memory"}
+
+
+def _row(tok_s: float) -> dict[str, float]:
+    return {"output_tok_s": tok_s, "ttft_p50_ms": 5.0, "ttft_p99_ms": 9.0, "tpot_p50_ms": 1.0, "tpot_p99_ms": 1.5}
+
+
+def test_record_merges_a_separate_hf_static_run_and_judges_the_3x_goal(tmp_path: Path) -> None:
+    serve_call, hf_call = tmp_path / "call1", tmp_path / "call2"
+    serve_call.mkdir()
+    hf_call.mkdir()
+    meta = {"commit": "abc", "device": "NVIDIA H100 80GB HBM3"}
+    serve = {"meta": meta, "engine": {"1": _row(1500), "64": _row(61000)}}
+    (serve_call / "serve.json").write_text(json.dumps(serve))
+    (hf_call / "serve-hf.json").write_text(json.dumps({"hf_static_compile": {"1": _row(340), "64": _row(21000)}}))
+    text = record.render([serve_call, hf_call])
+    assert "hf_static_compile rows from `serve-hf.json`" in text
+    assert "| hf_static_compile | 64 | 21,000.0 |" in text
+    assert "- MISSED: engine >= 3x HF static+compile" in text  # 61,000 < 3 x 21,000
+    assert "- met: engine >= 60000 tok/s at 64 streams" in text

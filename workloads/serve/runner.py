@@ -11,11 +11,19 @@ one captured CUDA graph whose inputs are the persistent ``tokens``/``positions``
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+#: Attention kernels the engine allows on CUDA. cuDNN attention is left out: recent builds prefer
+#: it for bf16 on Hopper, and for some mask/stride combinations it raises "No execution plans
+#: support the graph" instead of falling back (pytorch#140930); the memory-efficient kernel takes
+#: the engine's boolean masks and strided cache views, and math is the fallback (e.g. for GQA).
+CUDA_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 def _buckets(limit: int, start: int) -> list[int]:
@@ -133,6 +141,8 @@ class ModelRunner:
         self.ctx_buckets = _buckets(max_model_len, 128)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        on_cuda = self.device.type == "cuda"
+        self._attention_kernels = (lambda: sdpa_kernel(CUDA_SDPA_BACKENDS)) if on_cuda else contextlib.nullcontext
         self._pool: Any = None
         # Graphs need fixed shapes; tests turn padding on without graphs to check it on CPU.
         self.pad_buckets = self.use_graphs
@@ -164,8 +174,9 @@ class ModelRunner:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self._gqa)
 
         h, rope = self.arch.embed(tokens, pos)
-        for i in range(len(self.arch.layers)):
-            h = self.arch.block(i, h, rope, attend)
+        with self._attention_kernels():
+            for i in range(len(self.arch.layers)):
+                h = self.arch.block(i, h, rope, attend)
         last = h[torch.arange(n, device=self.device), lens - 1]
         return self.arch.final(last[:, None])[:, 0].float()
 
@@ -174,6 +185,7 @@ class ModelRunner:
         return self.arch.n_kv != self.arch.n_heads
 
     # ---- decode --------------------------------------------------------------------------------
+    @torch.inference_mode()  # also when called directly (profiling): no autograd records on the cache
     def _decode_eager(self, batch: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, pos = self.tokens[:batch, None], self.positions[:batch]
         rows = self._rows[:batch]
@@ -188,8 +200,9 @@ class ModelRunner:
             )
 
         h, rope = self.arch.embed(tokens, pos[:, None])
-        for i in range(len(self.arch.layers)):
-            h = self.arch.block(i, h, rope, attend)
+        with self._attention_kernels():
+            for i in range(len(self.arch.layers)):
+                h = self.arch.block(i, h, rope, attend)
         logits = self.arch.final(h)[:, 0].float()
         return logits, logits.argmax(-1)
 
@@ -227,8 +240,9 @@ class ModelRunner:
     @torch.inference_mode()
     def _capture(self, batch: int, ctx: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         # Warm up on a side stream (cuBLAS handles, lazy inits) as CUDA graph capture requires.
-        # The warm-up writes K/V of whatever the slots hold at their current positions: the same
-        # values a real step would write, so it is harmless.
+        # The warm-up writes K/V at the slots' current positions; with a context bucket shorter
+        # than a live sequence those values are off, but the next real step rewrites that
+        # position before anything reads it, so it is harmless.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -129,6 +129,11 @@ CASES = {
         lambda r: r.update(cluster="dev"),
         "aidc:cluster: 'dev' is not a mapping of settings (give key: value pairs under it)",
     ),
+    "tag key that instance metadata refuses": (
+        lambda r: r.update(tags={"kubernetes.io/cluster/x": "owned"}),
+        "aidc:tags: tag key 'kubernetes.io/cluster/x' is not allowed: instance metadata tags take letters, "
+        "digits and + - = . _ : @ (no spaces or '/'; not '.', '..' or '_index')",
+    ),
     "pools as a word": (
         lambda r: r["cluster"].update(nodePools="gpu"),
         "aidc:cluster.nodePools: 'gpu' is not a list (give a YAML list, e.g. [a, b])",

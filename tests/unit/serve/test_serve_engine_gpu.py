@@ -45,3 +45,23 @@ def test_sampling_on_cuda_respects_lengths() -> None:
     params = SamplingParams(max_tokens=30, temperature=0.9, top_p=0.9, ignore_eos=True)
     outs = engine.generate([[1, 2, 3]] * 6, params)
     assert all(len(o) == 30 and all(0 <= t < 512 for t in o) for o in outs)
+
+
+@pytest.mark.parametrize("model", ["tiny-random", "gpt2-124m-random"])
+def test_bf16_captured_decode_matches_eager_decode(model: str) -> None:
+    # The benchmark's dtype: the graph must compute what the eager step computes (same kernels,
+    # same attention backend choice), within bf16 rounding.
+    engine = Engine(EngineConfig(model=model, device="cuda", dtype="bfloat16", max_batch=8, max_model_len=256))
+    g = torch.Generator().manual_seed(1)
+    for n in (7, 17, 64, 130):
+        engine.submit(torch.randint(0, 500, (n,), generator=g).tolist(), SamplingParams(max_tokens=50, ignore_eos=True))
+    for _ in range(5):
+        engine.step()
+    runner = engine.runner
+    live = [s for s in engine._slots if s is not None]
+    batch, ctx = runner.bucket(max(s.slot for s in live) + 1, max(s.cache_len for s in live) + 1)
+    eager = runner._decode_eager(batch, ctx)[0].clone()
+    graph = runner.decode(batch, ctx)[0].clone()
+    torch.cuda.synchronize()
+    assert runner.use_graphs and (batch, ctx) in runner._graphs
+    torch.testing.assert_close(graph, eager, rtol=2e-2, atol=2e-2)
