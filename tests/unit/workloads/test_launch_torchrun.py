@@ -100,34 +100,24 @@ def test_bad_spec_names_the_field(kw, message):
         p5_spec(**kw)
 
 
+def _run(capsys, *args: str, instance_type: str = "p5.48xlarge") -> tuple[int, str, str]:
+    """The launcher CLI for job ``j`` on pool ``gpu``: (exit code, stdout, stderr)."""
+    rc = launch_main(["--name", "j", "--pool", "gpu", "--instance-type", instance_type, *args])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
 def test_cli_prints_commands_and_clear_errors(capsys):
-    assert (
-        launch_main(
-            [
-                "--name",
-                "j",
-                "--pool",
-                "gpu",
-                "--instance-type",
-                "p5.48xlarge",
-                "--nodes",
-                ",".join(P5_NODES),
-                "--",
-                "--preset",
-                "124m",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+    rc, out, _ = _run(capsys, "--nodes", ",".join(P5_NODES), "--", "--preset", "124m")
+    assert rc == 0
     assert out.count("--rdzv-endpoint=10.0.1.10:29500") == 2 and "--preset 124m" in out
-    assert launch_main(["--name", "j", "--pool", "gpu", "--instance-type", "p9.huge", "--nodes", "10.0.0.1"]) == 2
-    assert "p9.huge" in capsys.readouterr().err
+    rc, _, err = _run(capsys, "--nodes", "10.0.0.1", instance_type="p9.huge")
+    assert rc == 2 and "p9.huge" in err
 
 
 def _launch(capsys, *args: str) -> tuple[int, list[str]]:
-    rc = launch_main(["--name", "j", "--pool", "gpu", "--instance-type", "p5.48xlarge", *args])
-    return rc, capsys.readouterr().err.strip().splitlines()
+    rc, _, err = _run(capsys, *args)
+    return rc, err.strip().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -159,29 +149,10 @@ def test_cli_refuses_jobs_that_cannot_run(capsys, args, line):
 
 
 def test_cli_accepts_fewer_workers_than_gpus_and_cpu_workers_beyond_them(capsys):
-    assert (
-        launch_main(
-            [
-                "--name",
-                "j",
-                "--pool",
-                "gpu",
-                "--instance-type",
-                "p5.48xlarge",
-                "--nodes",
-                "10.0.0.1",
-                "--nproc-per-node",
-                "4",
-                "--",
-                "--preset",
-                "tiny",
-                "--steps",
-                "3",
-            ]
-        )
-        == 0
-    )
-    assert "--nproc-per-node=4" in capsys.readouterr().out
+    rc, out, _ = _run(capsys, "--nodes", "10.0.0.1", "--nproc-per-node", "4", "--", "--preset", "tiny", "--steps", "3")
+    assert rc == 0 and "--nproc-per-node=4" in out
+    rc, out, _ = _run(capsys, "--nodes", "10.0.0.1", "--cpu", "--nproc-per-node", "4", instance_type="g5.xlarge")
+    assert rc == 0 and "--nproc-per-node=4" in out
     assert (
         launch_main(
             [
