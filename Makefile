@@ -36,7 +36,8 @@ testbed-down:               ## stop the hosts and remove overlays, veths, proxy
 converge:                   ## run site.yml against the test hosts
 	mkdir -p $(TESTBED_DIR)/cp
 	cd ansible && ANSIBLE_SSH_CONTROL_PATH_DIR=$(TESTBED_DIR)/cp ansible-playbook \
-	  -i $(TESTBED_DIR)/inventory.yml site.yml -e @../tests/testbed/container_vars.yml
+	  -i $(TESTBED_DIR)/inventory.yml site.yml -e @../tests/testbed/container_vars.yml \
+	  -e @$(STANDIN_DIR)/standin-vars.yml
 
 check-hosts:                ## testinfra node checks against the test hosts
 	ANSIBLE_SSH_CONTROL_PATH_DIR=$(TESTBED_DIR)/cp $(PY) -m pytest tests/hosts \

@@ -22,7 +22,7 @@ from jinja2.nativetypes import NativeEnvironment
 from nodecheck import pci_devices
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
-ROLES = ("common", "nvidia_driver", "fabric_manager", "nccl")
+ROLES = ("common", "nvidia_driver", "fabric_manager", "efa", "nccl", "dcgm")
 
 
 def pytest_addoption(parser):
@@ -67,15 +67,26 @@ def _os_vars(role: str, facts: dict[str, Any]) -> dict[str, Any]:
 def _render(variables: dict[str, Any]) -> dict[str, Any]:
     env = NativeEnvironment(undefined=StrictUndefined)
     env.filters["bool"] = _to_bool
+    env.filters["regex_replace"] = lambda value, pattern, replacement="": re.sub(pattern, replacement, str(value))
     out = dict(variables)
+
+    def render(value: Any, context: dict[str, Any]) -> Any:
+        # Lists and dicts hold templates too (e.g. dcgm_packages names the CUDA major).
+        if isinstance(value, list):
+            return [render(v, context) for v in value]
+        if isinstance(value, dict):
+            return {k: render(v, context) for k, v in value.items()}
+        if isinstance(value, str) and "{{" in value:
+            return env.from_string(value).render(context)
+        return value
+
     for _ in range(6):  # defaults refer to group_vars that refer to nothing deeper than a few levels
         pending = False
         for key, value in out.items():
-            if isinstance(value, str) and "{{" in value:
-                try:
-                    out[key] = env.from_string(value).render(out)
-                except Exception:  # noqa: BLE001 (depends on a value rendered in a later pass)
-                    pending = True
+            try:
+                out[key] = render(value, out)
+            except Exception:  # noqa: BLE001 (depends on a value rendered in a later pass)
+                pending = True
         if not pending:
             break
     return out

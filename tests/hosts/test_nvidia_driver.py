@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from nodecheck import held_packages, installed_version, upstream
 
 HOLD = re.compile(r"^(nvidia-|libnvidia-|libcuda|cuda-drivers|xserver-xorg-video-nvidia|firmware-nvidia)")
@@ -55,3 +56,11 @@ def test_persistenced_starts_in_persistence_mode(host):
     exec_start = host.check_output("systemctl show -p ExecStart --value nvidia-persistenced")
     assert "nvidia-persistenced" in exec_start, exec_start
     assert "--no-persistence-mode" not in exec_start, exec_start
+
+
+def test_kernel_headers_for_dkms(host, expect):
+    if not expect.flag("nvidia_driver_kernel_headers"):
+        pytest.skip("container: nvidia_driver_kernel_headers is false (the kernel is the machine's, not the host's)")
+    kernel = host.check_output("uname -r")
+    assert host.package(f"linux-headers-{kernel}").is_installed, f"no headers for the running kernel {kernel}"
+    assert host.file(f"/lib/modules/{kernel}/build").exists, f"/lib/modules/{kernel}/build missing: DKMS cannot build"

@@ -67,7 +67,16 @@ def standin_repo(host_prerequisites, pins, tmp_path_factory) -> Path:
     from tests.integration.standin_repo import build_repo
 
     return build_repo(tmp_path_factory.mktemp("standin-repo"), pins["aidc_driver_branch"],
-                      pins["aidc_driver_version"], pins["aidc_nccl_version"])
+                      pins["aidc_driver_version"], pins["aidc_nccl_version"], pins["aidc_efa_installer_version"],
+                      pins["aidc_dcgm_version"])
+
+
+@pytest.fixture(scope="session")
+def standin_vars(standin_repo) -> dict:
+    """Variables that point the roles at the stand-in artefacts (the EFA installer's sha256)."""
+    from tests.integration.standin_repo import STANDIN_VARS
+
+    return yaml.safe_load((standin_repo / STANDIN_VARS).read_text())
 
 
 @pytest.fixture
@@ -88,14 +97,15 @@ def make_testbed(host_prerequisites, standin_repo):
 
 
 @pytest.fixture(scope="module")
-def two_hosts(host_prerequisites, standin_repo) -> Iterator[Testbed]:
+def two_hosts(host_prerequisites, standin_repo, standin_vars) -> Iterator[Testbed]:
     """Two hosts: 0 = Debian flavour (real Debian driver), 1 = stand-in CUDA repo + fabric manager."""
     from tests.testbed import testbed
 
     workdir = Path(tempfile.mkdtemp(prefix="aidc-bed-", dir="/tmp"))
     try:
         with testbed(workdir, 2, binds=[f"{standin_repo}:{STANDIN_MOUNT}"],
-                     host_vars={0: DEBIAN_HOST_VARS, 1: CUDA_REPO_HOST_VARS}) as bed:
+                     host_vars={0: {**DEBIAN_HOST_VARS, **standin_vars},
+                                1: {**CUDA_REPO_HOST_VARS, **standin_vars}}) as bed:
             yield bed
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,11 +1,13 @@
 """A local APT repository standing in for NVIDIA's CUDA repository, for packages Debian lacks.
 
 Same package names and version strings as NVIDIA's repository (cuda-keyring 1.1-1,
-cuda-drivers-<branch>, nvidia-persistenced, nvidia-fabricmanager-<branch>, libnccl2, libnccl-dev),
-signed with a throw-away key that the stand-in cuda-keyring installs where the real one puts
-NVIDIA's key. Every pinned package also has a NEWER version next to it, so a missing pin or hold
-shows up as the wrong version installed. Contents are stubs: only names, versions, dependencies
-and the systemd units are real.
+cuda-drivers-<branch>, nvidia-persistenced, nvidia-fabricmanager-<branch>, libnccl2, libnccl-dev,
+datacenter-gpu-manager-4-core and -4-cuda<major>), signed with a throw-away key that the stand-in
+cuda-keyring installs where the real one puts NVIDIA's key. Every pinned package also has a NEWER
+version next to it, so a missing pin or hold shows up as the wrong version installed. Contents are
+stubs: only names, versions, dependencies and the systemd units are real. The same directory also
+holds stand-in EFA installer tarballs (tests/integration/standin_efa.py) and ``standin-vars.yml``,
+the variables that point the roles at them (the installer's sha256).
 """
 
 from __future__ import annotations
@@ -17,9 +19,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from tests.integration.standin_efa import NEWER_EFA, build_installers
+
 #: Versions newer than the pins, published beside them to catch an unpinned install.
 NEWER_DRIVER = "570.195.03"
 NEWER_NCCL = "2.27.7-1+cuda12.9"
+NEWER_DCGM = "1:4.5.0-1"
+#: DCGM 3, as a DLAMI carries it.
+LEGACY_DCGM = "1:3.3.9"
 KEYRING_VERSION = "1.1-1"
 KEYRING_PATH = "usr/share/keyrings/cuda-archive-keyring.gpg"
 
@@ -69,8 +78,31 @@ def nccl_packages(version: str) -> list[Package]:
     return [Package("libnccl2", version), Package("libnccl-dev", version, depends=f"libnccl2 (= {version})")]
 
 
+def dcgm_packages(version: str, cuda_major: str) -> list[Package]:
+    return [
+        Package("datacenter-gpu-manager-4-core", version, files={
+            "usr/bin/nv-hostengine": _stub("nv-hostengine"),
+            "usr/bin/dcgmi": _stub("dcgmi"),
+            "lib/systemd/system/nvidia-dcgm.service":
+                _unit("NVIDIA DCGM service", "/usr/bin/nv-hostengine -n --service-account nvidia-dcgm"),
+        }, executables=("usr/bin/nv-hostengine", "usr/bin/dcgmi")),
+        Package(f"datacenter-gpu-manager-4-cuda{cuda_major}", version,
+                depends=f"datacenter-gpu-manager-4-core (= {version})"),
+    ]
+
+
+def legacy_dcgm_package() -> Package:
+    """DCGM 3 as images carry it: its files collide with DCGM 4's, so dpkg refuses both at once."""
+    return Package("datacenter-gpu-manager", LEGACY_DCGM, files={
+        "usr/bin/nv-hostengine": _stub("nv-hostengine"),
+        "usr/bin/dcgmi": _stub("dcgmi"),
+        "lib/systemd/system/nvidia-dcgm.service":
+            _unit("NVIDIA DCGM service", "/usr/bin/nv-hostengine -n --service-account nvidia-dcgm"),
+    }, executables=("usr/bin/nv-hostengine", "usr/bin/dcgmi"))
+
+
 def _build_deb(pkg: Package, out: Path, work: Path) -> None:
-    root = work / f"{pkg.name}_{pkg.version}"
+    root = work / f"{pkg.name}_{pkg.version.replace(':', '_')}"
     (root / "DEBIAN").mkdir(parents=True)
     doc = root / "usr/share/doc" / pkg.name / "README.aidc-standin"
     doc.parent.mkdir(parents=True)
@@ -87,8 +119,12 @@ def _build_deb(pkg: Package, out: Path, work: Path) -> None:
         control += f"Depends: {pkg.depends}\n"
     (root / "DEBIAN/control").write_text(control)
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root),
-                    str(out / f"{pkg.name}_{pkg.version}_{pkg.arch}.deb")],
+                    str(out / f"{pkg.name}_{pkg.version.split(':')[-1]}_{pkg.arch}.deb")],
                    check=True, capture_output=True, timeout=60)
+
+
+def _cuda_major(nccl_version: str) -> str:
+    return nccl_version.rsplit("+cuda", 1)[1].split(".")[0]
 
 
 def _gpg(gnupghome: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -97,9 +133,17 @@ def _gpg(gnupghome: Path, *args: str, stdin: bytes | None = None) -> bytes:
                           check=True, capture_output=True, timeout=120).stdout
 
 
-def build_repo(out: Path, driver_branch: str, driver_version: str, nccl_version: str) -> Path:
-    """Build a signed flat repository under ``out`` (``deb [signed-by=...] file:///OUT/ /``)."""
+#: Written beside the repository: variables a converge of the test hosts needs (``-e @FILE``).
+STANDIN_VARS = "standin-vars.yml"
+
+
+def build_repo(out: Path, driver_branch: str, driver_version: str, nccl_version: str, efa_version: str,
+               dcgm_version: str) -> Path:
+    """Build a signed flat repository under ``out`` (``deb [signed-by=...] file:///OUT/ /``), the
+    stand-in EFA installers (pinned and newer) and ``out/standin-vars.yml``."""
     out.mkdir(parents=True, exist_ok=True)
+    sums = build_installers(out, [efa_version, NEWER_EFA])
+    (out / STANDIN_VARS).write_text(yaml.safe_dump({"aidc_efa_installer_sha256": sums[efa_version]}))
     gnupghome = Path(tempfile.mkdtemp(prefix="aidc-gpg-"))
     gnupghome.chmod(0o700)
     try:
@@ -112,6 +156,10 @@ def build_repo(out: Path, driver_branch: str, driver_version: str, nccl_version:
                 *driver_packages(driver_branch, NEWER_DRIVER),
                 *nccl_packages(nccl_version),
                 *nccl_packages(NEWER_NCCL),
+                # The NCCL pins name the CUDA line; DCGM's package follows its major.
+                *dcgm_packages(dcgm_version, _cuda_major(nccl_version)),
+                *dcgm_packages(NEWER_DCGM, _cuda_major(NEWER_NCCL)),
+                legacy_dcgm_package(),
                 Package("cuda-keyring", KEYRING_VERSION, arch="all", files={KEYRING_PATH: key}),
             ]
             for pkg in packages:
@@ -143,13 +191,11 @@ def main() -> None:
     """``python -m tests.integration.standin_repo OUTDIR``: build with the group_vars pins."""
     import sys
 
-    import yaml
-
     if len(sys.argv) != 2:
         sys.exit("usage: python -m tests.integration.standin_repo OUTDIR")
     pins = yaml.safe_load((Path(__file__).resolve().parents[2] / "ansible/group_vars/all.yml").read_text())
     out = build_repo(Path(sys.argv[1]), pins["aidc_driver_branch"], pins["aidc_driver_version"],
-                     pins["aidc_nccl_version"])
+                     pins["aidc_nccl_version"], pins["aidc_efa_installer_version"], pins["aidc_dcgm_version"])
     print(out)
 
 

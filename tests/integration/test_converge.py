@@ -5,17 +5,23 @@
 3. a full run converges both hosts (host 0 from fresh, host 1 after the interruption), and a
    second run reports changed=0 on every host;
 4. the testinfra node checks (tests/hosts) pass on them;
-5. new pins (newer driver and NCCL, as a group_vars change would set) move the held packages on
+5. new pins (newer driver, NCCL, EFA and DCGM, as a group_vars change would set) move the held packages on
    the stand-in repo host, and the run after that changes nothing;
-6. a driver that no package owns stops the driver role before it installs anything.
+6. a driver that no package owns stops the driver role before it installs anything;
+7. an EFA installer whose sha256 does not match the pin never runs;
+8. an EFA that came with the image is kept unless efa_replace_preinstalled, then replaced;
+9. a DCGM 3 that came with the image is kept unless dcgm_replace_legacy, then replaced by DCGM 4.
 
 Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
 against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
-the pinned ones) with fabric manager forced on. No GPU here: GPU checks skip with their reason.
+the pinned ones) with fabric manager forced on. Both install EFA from the stand-in installer
+tarball (tests/integration/standin_efa.py). No GPU or EFA device here: those checks skip with their
+reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import selectors
 import signal
@@ -35,13 +41,15 @@ from tests.integration.ansible_run import (
     failed_tasks,
     playbook_command,
 )
-from tests.integration.standin_repo import NEWER_DRIVER, NEWER_NCCL
+from tests.integration.standin_efa import NEWER_EFA
+from tests.integration.standin_repo import LEGACY_DCGM, NEWER_DCGM, NEWER_DRIVER, NEWER_NCCL
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 #: The only reasons a node check may skip on these hosts; anything else is a broken setup.
 ALLOWED_SKIPS = ("no NVIDIA GPU on the PCI bus", "common_sysctl_apply_runtime is false", "container:",
-                 "lacks CAP_SYS_RESOURCE on this host (container)")
+                 "lacks CAP_SYS_RESOURCE on this host (container)", "no EFA device on the PCI bus")
+EFA_MARKER = "/opt/amazon/efa_installed_packages"
 #: Kill the first run once this task starts: the CUDA source list is written, its index not yet.
 INTERRUPT_AT = "Read the repositories APT has indexed"
 
@@ -52,6 +60,10 @@ def _assert_converged(report: dict, hosts: list[str]) -> None:
     bad = {h: s for h, s in stats.items() if s["failures"] or s["unreachable"]}
     assert not bad, f"failed: {failed_tasks(report)}"
     assert report["rc"] == 0
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _run_until(bed, marker: str, timeout: float, limit: str) -> bool:
@@ -103,8 +115,19 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
     assert {h: second["stats"][h]["changed"] for h in names} == dict.fromkeys(names, 0), (
         f"not idempotent: {changed_tasks(second)}")
     held = set(two_hosts.ssh(two_hosts.hosts[1], "apt-mark showhold").stdout.split())
-    wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}"}
+    wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}",
+              "datacenter-gpu-manager-4-core"}
     assert wanted <= held, held
+    for host in two_hosts.hosts:
+        assert _efa_version(two_hosts, host) == pins["aidc_efa_installer_version"]
+        plugin = two_hosts.ssh(host, "cat /etc/ld.so.conf.d/aidc-efa.conf").stdout
+        assert "/opt/amazon/ofi-nccl/lib" in plugin.split(), plugin
+        # Container options passed: the installer left the memlock limits to the common role.
+        assert two_hosts.ssh(host, "test -e /etc/security/limits.d/01_efa.conf").returncode == 1
+
+
+def _efa_version(bed, host) -> str:
+    return bed.ssh(host, f"sed -n 's/^# EFA installer version: //p' {EFA_MARKER}").stdout.strip()
 
 
 def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_path):
@@ -126,25 +149,31 @@ def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_p
             skipped.append(skip.get("message", ""))
     unexpected = [m for m in skipped if not any(a in m for a in ALLOWED_SKIPS)]
     assert not unexpected, unexpected
-    # 15 checks per host run here (GPU, runtime-sysctl, login-limit and clock checks skip).
-    assert passed >= 2 * 15, f"only {passed} node checks passed"
+    # 19 checks per host run here (GPU, EFA device, runtime-sysctl, login-limit and clock checks skip).
+    assert passed >= 2 * 19, f"only {passed} node checks passed"
 
 
-def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins):
-    """5. Changing the pins (as group_vars would) upgrades held packages; the next run is a no-op."""
+def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins, standin_repo):
+    """5. Changing the pins (as group_vars would) upgrades held packages and EFA; the next run is a no-op."""
     host = two_hosts.hosts[1]
     cuda_line = NEWER_NCCL.rsplit("+cuda", 1)[1]  # the NCCL pin names its CUDA line; they move together
     new = ["-e", f"aidc_driver_version={NEWER_DRIVER}", "-e", f"aidc_nccl_version={NEWER_NCCL}",
-           "-e", f"aidc_cuda_version={cuda_line}", "--limit", host.name]
+           "-e", f"aidc_cuda_version={cuda_line}", "-e", f"aidc_efa_installer_version={NEWER_EFA}",
+           "-e", f"aidc_dcgm_version={NEWER_DCGM}",
+           "-e", f"aidc_efa_installer_sha256={_sha256(standin_repo / f'aws-efa-installer-{NEWER_EFA}.tar.gz')}",
+           "--limit", host.name]
     first = converge(two_hosts, *new)
     _assert_converged(first, [host.name])
     branch = pins["aidc_driver_branch"]
-    query = "dpkg-query -W -f '${Package}=${Version}\\n' libnccl2 nvidia-persistenced nvidia-fabricmanager-" + branch
+    query = ("dpkg-query -W -f '${Package}=${Version}\\n' libnccl2 nvidia-persistenced datacenter-gpu-manager-4-core "
+             "nvidia-fabricmanager-" + branch)
     versions = dict(line.split("=", 1) for line in two_hosts.ssh(host, query).stdout.split())
     assert versions == {"libnccl2": NEWER_NCCL, "nvidia-persistenced": f"{NEWER_DRIVER}-1",
+                        "datacenter-gpu-manager-4-core": NEWER_DCGM,
                         f"nvidia-fabricmanager-{branch}": f"{NEWER_DRIVER}-1"}, versions
     held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
-    assert {"libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{branch}"} <= held, held
+    assert {"libnccl2", "libnccl-dev", "datacenter-gpu-manager-4-core", f"nvidia-fabricmanager-{branch}"} <= held, held
+    assert _efa_version(two_hosts, host) == NEWER_EFA
     again = converge(two_hosts, *new)
     _assert_converged(again, [host.name])
     assert again["stats"][host.name]["changed"] == 0, changed_tasks(again)
@@ -162,3 +191,60 @@ def test_driver_outside_apt_is_refused_before_any_install(two_hosts):
     assert len(failed) == 1 and "belongs to no package" in failed[0], failed
     assert "--skip-tags nvidia_driver" in failed[0], failed
     assert report["stats"][host.name]["changed"] == 0, changed_tasks(report)
+
+
+def test_efa_installer_with_wrong_checksum_never_runs(two_hosts, pins, standin_repo):
+    """7. A tarball whose sha256 is not the pinned one (tampered, or a pin typo) stops before it runs."""
+    host = two_hosts.hosts[0]
+    before = _efa_version(two_hosts, host)
+    wrong = _sha256(standin_repo / f"aws-efa-installer-{pins['aidc_efa_installer_version']}.tar.gz")
+    report = converge(two_hosts, "--limit", host.name, "-e", f"aidc_efa_installer_version={NEWER_EFA}",
+                      "-e", f"aidc_efa_installer_sha256={wrong}")
+    failed = failed_tasks(report).get(host.name, [])
+    assert len(failed) == 1 and "checksum" in failed[0].lower(), failed
+    assert _efa_version(two_hosts, host) == before
+    assert two_hosts.ssh(host, "test -e /var/cache/aidc/efa").returncode == 1, "download left behind"
+
+
+def test_efa_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins):
+    """8. EFA that the role did not install (a DLAMI's) stays; efa_replace_preinstalled installs the pin."""
+    host = two_hosts.hosts[0]
+    pin = pins["aidc_efa_installer_version"]
+    two_hosts.ssh(host, f"sed -i 's/^# EFA installer version: .*/# EFA installer version: 1.40.0/' {EFA_MARKER}"
+                        " && rm /var/lib/aidc/efa-installer-version")
+    kept = converge(two_hosts, "--limit", host.name)
+    _assert_converged(kept, [host.name])
+    assert kept["stats"][host.name]["changed"] == 0, changed_tasks(kept)
+    assert _efa_version(two_hosts, host) == "1.40.0"
+    replaced = converge(two_hosts, "--limit", host.name, "-e", "efa_replace_preinstalled=true")
+    _assert_converged(replaced, [host.name])
+    assert _efa_version(two_hosts, host) == pin
+    record = two_hosts.ssh(host, "cat /var/lib/aidc/efa-installer-version").stdout
+    assert record.strip() == f"aidc efa role installed {pin}", record
+
+
+def _dcgm_installed(bed, host) -> set[str]:
+    query = "dpkg-query -W -f '${Package}=${Version} ${db:Status-Status}\\n' 'datacenter-gpu-manager*'"
+    lines = bed.ssh(host, query).stdout.splitlines()
+    return {line.split()[0] for line in lines if line.endswith(" installed")}
+
+
+def test_dcgm_3_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins):
+    """9. DCGM 3 (a DLAMI's) blocks DCGM 4 (shared files): kept and reported, or purged on request."""
+    host = two_hosts.hosts[0]
+    dcgm4 = "datacenter-gpu-manager-4-core datacenter-gpu-manager-4-cuda12"
+    swap = (f"apt-mark unhold {dcgm4} && apt-get -y -q purge {dcgm4} && "
+            f"apt-get -y -q install datacenter-gpu-manager={LEGACY_DCGM}")
+    out = two_hosts.ssh(host, swap, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    kept = converge(two_hosts, "--limit", host.name)
+    _assert_converged(kept, [host.name])
+    assert kept["stats"][host.name]["changed"] == 0, changed_tasks(kept)
+    assert _dcgm_installed(two_hosts, host) == {f"datacenter-gpu-manager={LEGACY_DCGM}"}
+    replaced = converge(two_hosts, "--limit", host.name, "-e", "dcgm_replace_legacy=true")
+    _assert_converged(replaced, [host.name])
+    version = pins["aidc_dcgm_version"]
+    assert _dcgm_installed(two_hosts, host) == {f"datacenter-gpu-manager-4-core={version}",
+                                               f"datacenter-gpu-manager-4-cuda12={version}"}
+    held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
+    assert {"datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12"} <= held, held

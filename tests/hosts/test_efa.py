@@ -1,0 +1,83 @@
+"""EFA software (installer at the pinned version, aws-ofi-nccl plugin, linker path) exactly where the
+efa role puts it; on hosts with an EFA device, libfabric's EFA provider sees every device."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from nodecheck import pci_devices
+
+from infra.catalog import instance_type
+
+MARKER = "/opt/amazon/efa_installed_packages"
+EFA_DEVICE = re.compile(r"^0x1d0f:0xefa[0-3]$")
+
+
+def _efa_devices(host) -> list[str]:
+    return [d for d, _cls in pci_devices(host) if EFA_DEVICE.match(d)]
+
+
+def _expected(host, expect) -> bool:
+    mode = str(expect["efa_enabled"]).lower()
+    return mode == "true" if mode != "auto" else bool(_efa_devices(host))
+
+
+def _installed_version(host) -> str | None:
+    marker = host.file(MARKER)
+    if not marker.exists:
+        return None
+    found = re.search(r"^# EFA installer version: *(\S+)", marker.content_string, re.M)
+    return found.group(1) if found else ""
+
+
+def _ours(host, expect) -> str | None:
+    record = host.file(expect["efa_record_file"])
+    if not record.exists:
+        return None
+    found = re.search(r"^aidc efa role installed (\S+)", record.content_string, re.M)
+    return found.group(1) if found else ""
+
+
+def test_efa_installer_at_pin_exactly_where_expected(host, expect):
+    if not _expected(host, expect):
+        assert not host.file(expect["efa_ld_conf_file"]).exists, "efa role ran on a host without EFA"
+        return
+    version, ours = _installed_version(host), _ours(host, expect)
+    assert version is not None, f"{MARKER} missing: EFA is not installed"
+    if ours != version and not expect.flag("efa_replace_preinstalled"):
+        pytest.skip(f"EFA {version} came with the image and is kept (efa_replace_preinstalled is false)")
+    pin = str(expect["efa_installer_version"])
+    assert version == pin, f"EFA installer {version}, pin {pin}"
+    assert ours == version, f"{expect['efa_record_file']} says {ours!r}"
+    assert host.file("/opt/amazon/efa/bin/fi_info").mode & 0o111
+
+
+def test_aws_ofi_nccl_plugin_on_the_linker_path(host, expect):
+    if not _expected(host, expect):
+        pytest.skip("efa role not enabled on this host (no EFA device, efa_enabled auto/false)")
+    if "--skip-plugin" in expect["efa_installer_args"]:
+        pytest.skip("efa_installer_args has --skip-plugin")
+    found = host.check_output("find /opt/amazon -name libnccl-net-ofi.so")
+    plugins = found.split()
+    assert plugins, "libnccl-net-ofi.so not under /opt/amazon: NCCL would use TCP sockets"
+    listed = set(host.file(expect["efa_ld_conf_file"]).content_string.split())
+    for plugin in plugins:
+        assert plugin.rsplit("/", 1)[0] in listed, (plugin, listed)
+
+
+@pytest.mark.efa
+def test_efa_provider_sees_every_device(host, expect, request):
+    devices = _efa_devices(host)
+    if not devices:
+        pytest.skip(f"no EFA device on the PCI bus of {host.backend.get_pytest_id()}: EFA checks need one")
+    out = host.run("/opt/amazon/efa/bin/fi_info -p efa -t FI_EP_RDM")
+    assert out.rc == 0, out.stderr
+    domains = set(re.findall(r"domain:\s*(\S+)", out.stdout))
+    assert len(domains) == len(devices), (domains, devices)
+    name = request.config.getoption("--aidc-instance-type")
+    if name:
+        assert len(devices) == instance_type(name).efa_interfaces, f"{len(devices)} EFA devices on {name}"
+    cache = host.check_output("ldconfig -p")
+    assert "libnccl-net-ofi.so" in cache or "--skip-plugin" in expect["efa_installer_args"], (
+        "aws-ofi-nccl plugin not in the linker cache")
