@@ -4,10 +4,12 @@ Same layout (``aws-efa-installer/efa_installer.sh``), the same options (unknown 
 as the real script does), the same marker ``/opt/amazon/efa_installed_packages`` whose first line
 names the version, and files where the real installer puts them: libfabric and ``fi_info`` under
 ``/opt/amazon/efa``, the aws-ofi-nccl plugin (``libnccl-net-ofi.so``, with the generic
-``libnccl-net.so`` and tuner names beside it) under ``/opt/amazon/ofi-nccl/lib``. Contents are stubs.
-Like the real one it refuses to run unprompted without ``-y``, cannot build the kernel module in a
-container (needs ``--skip-kmod``) and fails its device test without an EFA device (needs
-``--no-verify``), so a role that forgets the container options fails here too.
+``libnccl-net.so`` and tuner names beside it) under ``/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu`` as
+Debian/Ubuntu builds place it. Contents are stubs. Like the real one it refuses to run unprompted
+without ``-y``, cannot build the kernel module in a container (needs ``--skip-kmod``), writes its
+marker before its last steps, skips a bundled part that is already the same or newer (so a lower
+version needs ``-u`` first), and uninstalls with ``-u``. ``/etc/aidc-standin-efa-fail-late`` on the
+host makes it fail after writing the marker, as a failing initramfs update would.
 """
 
 from __future__ import annotations
@@ -21,20 +23,24 @@ from pathlib import Path
 NEWER_EFA = "1.50.0"
 
 _SCRIPT = r"""#!/bin/bash
-# aidc stand-in for AWS's efa_installer.sh @VERSION@: same options and marker, stub files.
+# aidc stand-in for AWS's efa_installer.sh @VERSION@: same options, marker and layout; stub files.
 set -eu
 EFA_INSTALLER_VERSION=@VERSION@
-YES=0; SKIP_KMOD=0; SKIP_LIMITS=0; NO_VERIFY=0; SKIP_PLUGIN=0
+MARKER=/opt/amazon/efa_installed_packages
+# Debian/Ubuntu builds put the plugin in the multiarch directory.
+PLUGIN_DIR=/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu
+YES=0; SKIP_KMOD=0; SKIP_LIMITS=0; NO_VERIFY=0; SKIP_PLUGIN=0; UNINSTALL=0
 usage() {
 	cat <<EOF
 usage: $(basename "$0") [options]
- -y, --yes  -n, --no-verify  -l, --skip-limit-conf  -k, --skip-kmod  -d, --debug-packages
- -g, --enable-gdr  -m, --minimal  --skip-mpi  --skip-plugin  -h, --help
+ -y, --yes  -u, --uninstall  -n, --no-verify  -l, --skip-limit-conf  -k, --skip-kmod
+ -d, --debug-packages  -g, --enable-gdr  -m, --minimal  --skip-mpi  --skip-plugin  -h, --help
 EOF
 }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-y|--yes) YES=1 ;;
+	-u|--uninstall) UNINSTALL=1 ;;
 	-k|--skip-kmod) SKIP_KMOD=1 ;;
 	-l|--skip-limit-conf) SKIP_LIMITS=1 ;;
 	-n|--no-verify) NO_VERIFY=1 ;;
@@ -51,39 +57,60 @@ case "$ID-$VERSION_ID" in
 debian-12|ubuntu-22.04|ubuntu-24.04) ;;
 *) echo "Unsupported operating system." >&2; exit 1 ;;
 esac
+if [ "$UNINSTALL" -eq 1 ]; then
+	echo "== Uninstalling EFA packages (aidc stand-in) =="
+	rm -rf /opt/amazon/efa /opt/amazon/ofi-nccl "$MARKER"
+	exit 0
+fi
 [ "$YES" -eq 1 ] || { echo "Error: would prompt for confirmation (stand-in); pass -y" >&2; exit 1; }
 if [ "$SKIP_KMOD" -eq 0 ]; then
 	echo "Error: cannot build the EFA kernel module here (stand-in, container); pass --skip-kmod" >&2
 	exit 1
 fi
 echo "== Installing EFA installer $EFA_INSTALLER_VERSION (aidc stand-in) =="
-rm -f /opt/amazon/efa_installed_packages
+# Like the real installer: a bundled part is skipped when the installed one is the same or newer
+# (a stub's content carries its version).
+install_stub() {
+	local path=$1 what=$2 have newest
+	have=$(sed -n 's/.*(aidc stand-in \(.*\))$/\1/p' "$path" 2>/dev/null || true)
+	newest=$(printf '%s\n%s\n' "$have" "$EFA_INSTALLER_VERSION" | sort -V | tail -n1)
+	if [ -n "$have" ] && [ "$newest" = "$have" ]; then
+		echo "$what $have already installed"
+		return
+	fi
+	echo "$what (aidc stand-in $EFA_INSTALLER_VERSION)" >"$path"
+}
 mkdir -p /opt/amazon/efa/bin /opt/amazon/efa/lib
 printf '#!/bin/sh\necho "fi_info: libfabric stub of EFA installer %s (aidc stand-in); no EFA device" >&2\nexit 1\n' \
 	"$EFA_INSTALLER_VERSION" >/opt/amazon/efa/bin/fi_info
 chmod 755 /opt/amazon/efa/bin/fi_info
-echo "libfabric stub (aidc stand-in $EFA_INSTALLER_VERSION)" >/opt/amazon/efa/lib/libfabric.so.1
+install_stub /opt/amazon/efa/lib/libfabric.so.1 "libfabric stub"
 PACKAGES="libfabric-aws_$EFA_INSTALLER_VERSION efa-config_1.18"
 if [ "$SKIP_PLUGIN" -eq 0 ]; then
-	mkdir -p /opt/amazon/ofi-nccl/lib
-	echo "aws-ofi-nccl stub (aidc stand-in $EFA_INSTALLER_VERSION)" >/opt/amazon/ofi-nccl/lib/libnccl-net-ofi.so
-	ln -sf libnccl-net-ofi.so /opt/amazon/ofi-nccl/lib/libnccl-net.so
-	ln -sf libnccl-net-ofi.so /opt/amazon/ofi-nccl/lib/libnccl-tuner-ofi.so
+	mkdir -p "$PLUGIN_DIR"
+	install_stub "$PLUGIN_DIR/libnccl-net-ofi.so" "aws-ofi-nccl stub"
+	for name in libnccl-net.so libnccl-ofi-tuner.so libnccl-tuner-ofi.so; do
+		ln -sf libnccl-net-ofi.so "$PLUGIN_DIR/$name"
+	done
 	PACKAGES="$PACKAGES libnccl-ofi_1.21"
 fi
 if [ "$SKIP_LIMITS" -eq 0 ]; then
 	printf '* soft memlock unlimited\n* hard memlock unlimited\n' >/etc/security/limits.d/01_efa.conf
 fi
-if [ "$NO_VERIFY" -eq 0 ]; then
-	grep -qil '^0xefa' /sys/bus/pci/devices/*/device 2>/dev/null || {
-		echo "Error: EFA device not found; cannot run the EFA test (pass --no-verify)" >&2; exit 1; }
-fi
-cat <<EOF >/opt/amazon/efa_installed_packages
+# The real installer writes its marker before the initramfs update, module reload and self-test.
+cat <<EOF >"$MARKER"
 # EFA installer version: $EFA_INSTALLER_VERSION
 # Debug packages installed: no
 # Packages installed:
 $PACKAGES
 EOF
+if [ -e /etc/aidc-standin-efa-fail-late ]; then
+	echo "Error: update-initramfs failed (aidc stand-in: /etc/aidc-standin-efa-fail-late)" >&2
+	exit 1
+fi
+if [ "$NO_VERIFY" -eq 0 ] && ! grep -qil '^0xefa' /sys/bus/pci/devices/*/device 2>/dev/null; then
+	echo "EFA device not detected, skipping test"
+fi
 echo "===================================================="
 echo "EFA installation complete."
 """

@@ -88,6 +88,8 @@ def dcgm_packages(version: str, cuda_major: str) -> list[Package]:
         }, executables=("usr/bin/nv-hostengine", "usr/bin/dcgmi")),
         Package(f"datacenter-gpu-manager-4-cuda{cuda_major}", version,
                 depends=f"datacenter-gpu-manager-4-core (= {version})"),
+        Package(f"datacenter-gpu-manager-4-proprietary-cuda{cuda_major}", version,
+                depends=f"datacenter-gpu-manager-4-cuda{cuda_major} (= {version})"),
     ]
 
 

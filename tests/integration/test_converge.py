@@ -10,7 +10,9 @@
 6. a driver that no package owns stops the driver role before it installs anything;
 7. an EFA installer whose sha256 does not match the pin never runs;
 8. an EFA that came with the image is kept unless efa_replace_preinstalled, then replaced;
-9. a DCGM 3 that came with the image is kept unless dcgm_replace_legacy, then replaced by DCGM 4.
+9. a DCGM 3 that came with the image is kept unless dcgm_replace_legacy, then replaced by DCGM 4;
+10. the EFA pin goes back down on the host that moved up (uninstall first), through an installer
+    that fails after writing its marker: the next run installs again and records it.
 
 Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
 against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
@@ -48,8 +50,13 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 #: The only reasons a node check may skip on these hosts; anything else is a broken setup.
 ALLOWED_SKIPS = ("no NVIDIA GPU on the PCI bus", "common_sysctl_apply_runtime is false", "container:",
-                 "lacks CAP_SYS_RESOURCE on this host (container)", "no EFA device on the PCI bus")
+                 "lacks CAP_SYS_RESOURCE on this host (container)", "no EFA device on the PCI bus",
+                 "no --aidc-instance-type")
 EFA_MARKER = "/opt/amazon/efa_installed_packages"
+EFA_RECORD = "/var/lib/aidc/efa-installer-version"
+DCGM4 = ("datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12",
+         "datacenter-gpu-manager-4-proprietary-cuda12")
+DCGM_ENABLE = "dcgm : Enable DCGM's host engine (started where a GPU is present)"
 #: Kill the first run once this task starts: the CUDA source list is written, its index not yet.
 INTERRUPT_AT = "Read the repositories APT has indexed"
 
@@ -121,7 +128,9 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
     for host in two_hosts.hosts:
         assert _efa_version(two_hosts, host) == pins["aidc_efa_installer_version"]
         plugin = two_hosts.ssh(host, "cat /etc/ld.so.conf.d/aidc-efa.conf").stdout
-        assert "/opt/amazon/ofi-nccl/lib" in plugin.split(), plugin
+        assert "/opt/amazon/ofi-nccl/lib/x86_64-linux-gnu" in plugin.split(), plugin
+        assert two_hosts.ssh(host, f"cat {EFA_RECORD}").stdout.strip() == (
+            f"aidc efa role installed {pins['aidc_efa_installer_version']}")
         # Container options passed: the installer left the memlock limits to the common role.
         assert two_hosts.ssh(host, "test -e /etc/security/limits.d/01_efa.conf").returncode == 1
 
@@ -211,7 +220,7 @@ def test_efa_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins)
     host = two_hosts.hosts[0]
     pin = pins["aidc_efa_installer_version"]
     two_hosts.ssh(host, f"sed -i 's/^# EFA installer version: .*/# EFA installer version: 1.40.0/' {EFA_MARKER}"
-                        " && rm /var/lib/aidc/efa-installer-version")
+                        f" && rm {EFA_RECORD}")
     kept = converge(two_hosts, "--limit", host.name)
     _assert_converged(kept, [host.name])
     assert kept["stats"][host.name]["changed"] == 0, changed_tasks(kept)
@@ -219,7 +228,7 @@ def test_efa_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins)
     replaced = converge(two_hosts, "--limit", host.name, "-e", "efa_replace_preinstalled=true")
     _assert_converged(replaced, [host.name])
     assert _efa_version(two_hosts, host) == pin
-    record = two_hosts.ssh(host, "cat /var/lib/aidc/efa-installer-version").stdout
+    record = two_hosts.ssh(host, f"cat {EFA_RECORD}").stdout
     assert record.strip() == f"aidc efa role installed {pin}", record
 
 
@@ -232,19 +241,44 @@ def _dcgm_installed(bed, host) -> set[str]:
 def test_dcgm_3_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins):
     """9. DCGM 3 (a DLAMI's) blocks DCGM 4 (shared files): kept and reported, or purged on request."""
     host = two_hosts.hosts[0]
-    dcgm4 = "datacenter-gpu-manager-4-core datacenter-gpu-manager-4-cuda12"
+    dcgm4 = " ".join(DCGM4)
     swap = (f"apt-mark unhold {dcgm4} && apt-get -y -q purge {dcgm4} && "
             f"apt-get -y -q install datacenter-gpu-manager={LEGACY_DCGM}")
     out = two_hosts.ssh(host, swap, timeout=180)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     kept = converge(two_hosts, "--limit", host.name)
     _assert_converged(kept, [host.name])
-    assert kept["stats"][host.name]["changed"] == 0, changed_tasks(kept)
+    # Only enabling the kept DCGM 3's host engine may change.
+    assert set(changed_tasks(kept).get(host.name, [])) <= {DCGM_ENABLE}, changed_tasks(kept)
     assert _dcgm_installed(two_hosts, host) == {f"datacenter-gpu-manager={LEGACY_DCGM}"}
     replaced = converge(two_hosts, "--limit", host.name, "-e", "dcgm_replace_legacy=true")
     _assert_converged(replaced, [host.name])
     version = pins["aidc_dcgm_version"]
-    assert _dcgm_installed(two_hosts, host) == {f"datacenter-gpu-manager-4-core={version}",
-                                               f"datacenter-gpu-manager-4-cuda12={version}"}
+    assert _dcgm_installed(two_hosts, host) == {f"{name}={version}" for name in DCGM4}
     held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
-    assert {"datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12"} <= held, held
+    assert set(DCGM4) <= held, held
+
+
+def test_efa_pin_goes_down_through_a_late_installer_failure(two_hosts, pins):
+    """10. Host 1 carries the newer EFA from step 5. The pinned (older) version needs an uninstall
+    first, or the installer would keep the newer parts. Its first try fails after writing the marker
+    (as a failing initramfs update does); the next run must install again, not trust the marker."""
+    host, pin = two_hosts.hosts[1], pins["aidc_efa_installer_version"]
+    assert _efa_version(two_hosts, host) == NEWER_EFA
+    two_hosts.ssh(host, "touch /etc/aidc-standin-efa-fail-late")
+    try:
+        failed = converge(two_hosts, "--limit", host.name, "--tags", "efa")
+    finally:
+        two_hosts.ssh(host, "rm -f /etc/aidc-standin-efa-fail-late")
+    assert [t for t in failed_tasks(failed).get(host.name, []) if "efa_installer.sh" in t], failed_tasks(failed)
+    assert _efa_version(two_hosts, host) == pin  # the marker already names the pin ...
+    assert two_hosts.ssh(host, f"cat {EFA_RECORD}").stdout.strip() == f"aidc efa role installing {pin}"
+    retried = converge(two_hosts, "--limit", host.name, "--tags", "efa")
+    _assert_converged(retried, [host.name])
+    assert "efa : Run efa_installer.sh" in changed_tasks(retried).get(host.name, [])  # ... yet it ran again
+    assert two_hosts.ssh(host, f"cat {EFA_RECORD}").stdout.strip() == f"aidc efa role installed {pin}"
+    libfabric = two_hosts.ssh(host, "cat /opt/amazon/efa/lib/libfabric.so.1").stdout
+    assert f"(aidc stand-in {pin})" in libfabric, f"newer libfabric kept: {libfabric}"
+    again = converge(two_hosts, "--limit", host.name, "--tags", "efa")
+    _assert_converged(again, [host.name])
+    assert again["stats"][host.name]["changed"] == 0, changed_tasks(again)

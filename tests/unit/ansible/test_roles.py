@@ -34,19 +34,20 @@ def test_defaults_are_prefixed_with_the_role_name(role):
     assert all(name.startswith(f"{role}_") for name in defaults), sorted(defaults)
 
 
-@pytest.mark.parametrize(("kernel", "package"), [
-    ("6.8.0-1015-aws", "linux-headers-aws"),
-    ("5.15.0-1072-aws", "linux-headers-aws"),
-    ("6.8.0-45-generic", "linux-headers-generic"),
-    ("6.1.0-27-cloud-amd64", "linux-headers-cloud-amd64"),
-    ("6.1.0-27-amd64", "linux-headers-amd64"),
-])
-def test_kernel_headers_metapackage_follows_the_kernel_flavour(kernel, package):
-    """nvidia_driver's regex (applied with Python's re, as Ansible's regex_replace does)."""
+def test_kernel_headers_metapackages_follow_the_installed_kernel_metapackages():
+    """nvidia_driver's expression, rendered with Ansible's semantics for `match` and `regex_replace`."""
     import re
 
+    from jinja2 import Environment
+
+    env = Environment()
+    env.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
+    env.filters["regex_replace"] = lambda value, pattern, repl="": re.sub(pattern, repl, value)
     variables = yaml.safe_load((ANSIBLE / "roles/nvidia_driver/vars/main.yml").read_text())
-    raw = variables["_nvidia_driver_headers_metapackage"]
-    pattern = re.search(r"regex_replace\('([^']+)', '([^']*)'\)", raw)
-    assert pattern, raw
-    assert "linux-headers-" + re.sub(pattern.group(1), pattern.group(2), kernel) == package
+    expr = variables["_nvidia_driver_headers_metapackages"]
+    installed = ["linux-aws-lts-22.04", "linux-image-aws-lts-22.04", "linux-image-6.8.0-1015-aws",
+                 "linux-image-unsigned-6.8.0-1015-aws", "linux-image-extra-virtual", "linux-image-cloud-amd64",
+                 "linux-modules-6.8.0-1015-aws", "nvidia-dkms-570"]
+    packages = {name: [{"version": "1"}] for name in installed}
+    rendered = env.from_string(expr).render(ansible_facts={"packages": packages})
+    assert rendered == str(["linux-headers-aws-lts-22.04", "linux-headers-cloud-amd64", "linux-headers-extra-virtual"])
