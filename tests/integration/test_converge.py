@@ -117,8 +117,10 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
     first = converge(two_hosts)
     _assert_converged(first, names)
     assert all(first["stats"][h]["changed"] > 0 for h in names), "first full run changed nothing"
-    second = converge(two_hosts)
+    # The second run as a rolling one (one host per batch, stop at a failed batch): same result.
+    second = converge(two_hosts, "-e", "aidc_serial=1", "-e", "aidc_max_fail_percentage=0")
     _assert_converged(second, names)
+    assert len(second["plays"]) == 2, "aidc_serial=1 did not converge one host per batch"
     assert {h: second["stats"][h]["changed"] for h in names} == dict.fromkeys(names, 0), (
         f"not idempotent: {changed_tasks(second)}")
     held = set(two_hosts.ssh(two_hosts.hosts[1], "apt-mark showhold").stdout.split())
