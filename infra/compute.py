@@ -16,8 +16,6 @@ from infra import catalog
 from infra.config import NodePool
 from infra.tags import TAG_NAME, pool_tags
 
-#: Root device of the Ubuntu-based DLAMIs (and Ubuntu AMIs generally).
-ROOT_DEVICE = "/dev/sda1"
 #: Resource types whose launch-time tags come from the template (instance, its volumes, its NICs).
 TAGGED_AT_LAUNCH = ("instance", "volume", "network-interface")
 
@@ -35,6 +33,8 @@ class GpuNodePoolArgs:
     instance_profile_arn: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
     ami_id: pulumi.Input[str]
+    #: The AMI's root device (``infra.program.resolve_root_device``): the template's root volume.
+    root_device_name: pulumi.Input[str]
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -136,7 +136,7 @@ class GpuNodePool(pulumi.ComponentResource):
             metadata_options=self._metadata_options(aws.ec2.LaunchTemplateMetadataOptionsArgs),
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=ROOT_DEVICE,
+                    device_name=args.root_device_name,
                     ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                         volume_type="gp3",
                         volume_size=vol.size_gib,

@@ -114,10 +114,12 @@ def _stable_hex(*parts: str, n: int = 17) -> str:
 class _Mocks:
     """Answers resource registrations and invokes like AWS would, deterministically."""
 
-    def __init__(self, region: str, azs: Iterable[str], unavailable: Mapping[str, Iterable[str]]):
+    def __init__(self, region: str, azs: Iterable[str], unavailable: Mapping[str, Iterable[str]],
+                 root_devices: Mapping[str, str] | None = None):
         self.region = region
         self.azs = list(azs)
         self.unavailable = {az: set(types) for az, types in unavailable.items()}
+        self.root_devices = dict(root_devices or {})
         self.invokes: list[str] = []
         self._ips = ipaddress.ip_network("10.255.0.0/16").hosts()
         self._ip_lock = threading.Lock()
@@ -216,7 +218,21 @@ _INVOKES = {
         "withDecryption": True,
     },
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _offerings,
+    "aws:ec2/getAmi:getAmi": lambda m, a: _ami(m, a),
 }
+
+
+def _ami(mocks: _Mocks, args: dict) -> dict:
+    filters = {f["name"]: list(f["values"]) for f in args.get("filters") or []}
+    (image_id,) = filters["image-id"]
+    return {
+        "id": image_id,
+        "imageId": image_id,
+        "rootDeviceName": mocks.root_devices.get(image_id, "/dev/sda1"),
+        "rootDeviceType": "ebs",
+        "architecture": "x86_64",
+        "filters": args.get("filters"),
+    }
 
 _OUTPUTS = {
     "aws:s3/bucket:Bucket": lambda m, n, i: {
@@ -265,12 +281,15 @@ def run_stack(
     config: Mapping[str, Any] | None = None,
     stack_name: str | None = None,
     unavailable: Mapping[str, Iterable[str]] | None = None,
+    root_devices: Mapping[str, str] | None = None,
     project_dir: Path = REPO_ROOT,
 ) -> OfflineRun:
     """Evaluate ``infra/__main__.py`` for a stack file (``stack``) or an explicit ``config`` map.
 
     ``unavailable`` maps an AZ to instance types the mocked offerings invoke leaves out (to test
-    the offering check). Raises :class:`ConfigError` for config mistakes, like ``pulumi up`` would.
+    the offering check). ``root_devices`` maps an AMI id to the root device name the mocked AMI
+    lookup reports (default ``/dev/sda1``, as Ubuntu AMIs and the DLAMI have). Raises
+    :class:`ConfigError` for config mistakes, like ``pulumi up`` would.
     """
     if config is None:
         if stack is None:
@@ -278,10 +297,11 @@ def run_stack(
         config = load_stack_yaml(stack, project_dir)
     name = stack_name or stack or "offline"
     # Each run gets fresh context variables (Pulumi keeps its root stack and config in them).
-    return contextvars.copy_context().run(_run, name, dict(config), unavailable or {})
+    return contextvars.copy_context().run(_run, name, dict(config), unavailable or {}, root_devices or {})
 
 
-def _run(stack: str, config: dict[str, Any], unavailable: Mapping[str, Iterable[str]]) -> OfflineRun:
+def _run(stack: str, config: dict[str, Any], unavailable: Mapping[str, Iterable[str]],
+         root_devices: Mapping[str, str]) -> OfflineRun:
     import pulumi
     from pulumi.runtime import mocks as pmocks
     from pulumi.runtime import settings as psettings
@@ -291,7 +311,7 @@ def _run(stack: str, config: dict[str, Any], unavailable: Mapping[str, Iterable[
     region = str(config.get("aws:region") or "us-east-1")
     cluster = config.get("aidc:cluster")
     azs = cluster.get("availabilityZones", []) if isinstance(cluster, dict) else []
-    mocks = _Mocks(region, azs, unavailable)
+    mocks = _Mocks(region, azs, unavailable, root_devices)
     monitor = _RecordingMonitor(mocks)
     psettings.ROOT.set(None)
     pulumi.runtime.set_all_config(_pulumi_config(config))

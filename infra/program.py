@@ -61,6 +61,13 @@ def resolve_ami(pool) -> pulumi.Input[str]:
     return aws.ssm.get_parameter_output(name=pool.ami.parameter).value
 
 
+def resolve_root_device(ami_id: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The AMI's own root device name (Ubuntu and the DLAMI: /dev/sda1; AL2023, Bottlerocket:
+    /dev/xvda). The launch template's root volume must name it: another name adds a second volume
+    and leaves the real root at the AMI's size and encryption."""
+    return aws.ec2.get_ami_output(filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami_id])]).root_device_name
+
+
 def build(cfg: StackConfig) -> dict[str, object]:
     """Declare every resource of the stack; returns the stack outputs (names from ``infra.outputs``)."""
     # Imported here so that importing this module (e.g. for bucket_name_for) stays cheap.
@@ -145,6 +152,7 @@ def build(cfg: StackConfig) -> dict[str, object]:
     )
     pools = {}
     for pool in cluster.node_pools:
+        ami_id = resolve_ami(pool)
         pools[pool.name] = GpuNodePool(
             f"{name}-{pool.name}",
             GpuNodePoolArgs(
@@ -155,7 +163,8 @@ def build(cfg: StackConfig) -> dict[str, object]:
                 security_group_id=network.node_security_group_id,
                 instance_profile_arn=security.instance_profile_arn,
                 kms_key_arn=security.key_arn,
-                ami_id=resolve_ami(pool),
+                ami_id=ami_id,
+                root_device_name=resolve_root_device(ami_id),
                 tags=tags,
             ),
         )

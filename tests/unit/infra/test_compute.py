@@ -141,6 +141,17 @@ def test_ami_id_override_skips_ssm():
     assert "aws:ssm/getParameter:getParameter" not in run.invokes
 
 
+def test_root_volume_maps_the_amis_own_root_device():
+    """An AL2023-style AMI (/dev/xvda): the template's encrypted root must name that device, or it
+    adds a second volume and leaves the real root at the AMI's size and encryption."""
+    config = _p5_config()
+    config["aidc:cluster"]["nodePools"][0]["ami"] = {"id": "ami-0abcdef0123456789"}
+    run = run_stack(config=config, stack_name="p5", root_devices={"ami-0abcdef0123456789": "/dev/xvda"})
+    (root,) = run.of_type(LT)[0].inputs["blockDeviceMappings"]
+    assert root["deviceName"] == "/dev/xvda" and root["ebs"]["encrypted"] == "true"
+    assert "aws:ec2/getAmi:getAmi" in run.invokes
+
+
 def test_default_ami_parameter_is_the_dlami():
     assert DEFAULT_AMI_PARAMETER == (
         "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
