@@ -30,7 +30,8 @@ def pytest_addoption(parser):
     group.addoption("--aidc-extra-vars", default=os.environ.get("AIDC_EXTRA_VARS"),
                     help="YAML file of variables overriding group_vars/defaults (like -e @FILE)")
     group.addoption("--aidc-instance-type", default=os.environ.get("AIDC_INSTANCE_TYPE"),
-                    help="EC2 instance type of the host, for the catalog GPU count/model check")
+                    help="EC2 instance type of the host, for the catalog GPU/EFA count checks "
+                         "(default: the inventory's aidc_instance_type on ansible:// hosts)")
     group.addoption("--aidc-python", default=os.environ.get("AIDC_PYTHON", "python3"),
                     help="Python with torch on the host, for the NCCL all-reduce check")
 
@@ -145,6 +146,16 @@ def expect(host, request) -> Expect:
     if extra:
         merged.update(yaml.safe_load(Path(extra).read_text()) or {})
     return Expect(vars=_render(merged), facts=facts)
+
+
+@pytest.fixture(scope="module")
+def instance_type_name(host, request) -> str | None:
+    """The host's EC2 instance type: --aidc-instance-type, else the inventory's ``aidc_instance_type``
+    (inventory/aws_ec2.yml sets it per node), else None (the catalog count checks then skip)."""
+    name = request.config.getoption("--aidc-instance-type")
+    if name or host.backend.NAME != "ansible":
+        return name
+    return host.ansible.get_variables().get("aidc_instance_type") or None
 
 
 @pytest.fixture(scope="module")

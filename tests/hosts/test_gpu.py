@@ -39,10 +39,10 @@ def _model_matches(catalog_model: str, gpu: dict[str, str]) -> bool:
     return family in gpu["name"] and memory_ok
 
 
-def test_gpu_count_and_model_match_catalog(gpu_host, request):
+def test_gpu_count_and_model_match_catalog(gpu_host, instance_type_name):
     gpus = _gpus(gpu_host)
     assert gpus, "nvidia-smi lists no GPU although one is on the PCI bus"
-    name = request.config.getoption("--aidc-instance-type")
+    name = instance_type_name
     if name:
         wanted = instance_type(name)
         assert len(gpus) == wanted.gpus
