@@ -38,3 +38,12 @@ def test_dcgm_sees_every_gpu(gpu_host):
     listed = gpu_host.check_output("dcgmi discovery -l")
     found = re.search(r"(\d+) GPUs? found", listed)
     assert found and int(found.group(1)) == len(gpus), listed
+
+
+@pytest.mark.gpu
+def test_dcgm_quick_diagnostic_passes(gpu_host):
+    """`dcgmi diag -r 1` (seconds): deployment, driver, permissions, persistence, environment."""
+    out = gpu_host.run("dcgmi diag -r 1")
+    assert out.rc == 0, out.stdout[-3000:] + out.stderr[-1000:]
+    failed = [line.strip() for line in out.stdout.splitlines() if re.search(r"\bFail\b", line)]
+    assert not failed, failed
