@@ -158,7 +158,7 @@ def test_instances_carry_the_declared_tags(aws, launched):
 
 
 def test_inventory_groups_instances_by_pool_and_role(aws_endpoint, launched, tmp_path):
-    run, _, instances = launched
+    run, templates, instances = launched
     inventory = _inventory(tmp_path, aws_endpoint, run.stack)
     expected: dict[str, set[str]] = {}
     for instance_id, decl in instances.items():
@@ -169,6 +169,13 @@ def test_inventory_groups_instances_by_pool_and_role(aws_endpoint, launched, tmp
         assert _group_ids(inventory, group) == ids, group
     found = {g for g in inventory if g.startswith(("pool_", "role_"))}
     assert found == set(expected)
+    # tests/hosts reads aidc_instance_type for its catalog GPU/EFA count checks.
+    pool_type = {decl["tags"][TAG_POOL]: decl["instanceType"] for _, decl in templates.values()}
+    for host in inventory["_meta"]["hostvars"].values():
+        instance_id = _unsafe(host["instance_id"])
+        if instance_id in instances:
+            wanted = pool_type[instances[instance_id]["tags"][TAG_POOL]]
+            assert _unsafe(host["aidc_instance_type"]) == wanted, instance_id
 
 
 def test_inventory_file_unchanged_with_its_environment_overrides(aws_endpoint, launched, tmp_path):
