@@ -12,7 +12,8 @@
 8. an EFA that came with the image is kept unless efa_replace_preinstalled, then replaced;
 9. a DCGM 3 that came with the image is kept unless dcgm_replace_legacy, then replaced by DCGM 4;
 10. the EFA pin goes back down on the host that moved up (uninstall first), through an installer
-    that fails after writing its marker: the next run installs again and records it.
+    that fails after writing its marker: the next run installs again and records it;
+11. an NCCL or DCGM pin that no repository offers fails with the way out, before apt runs.
 
 Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
 against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
@@ -284,3 +285,15 @@ def test_efa_pin_goes_down_through_a_late_installer_failure(two_hosts, pins):
     again = converge(two_hosts, "--limit", host.name, "--tags", "efa")
     _assert_converged(again, [host.name])
     assert again["stats"][host.name]["changed"] == 0, changed_tasks(again)
+
+
+@pytest.mark.parametrize(("role", "pin"), [("nccl", "aidc_nccl_version=2.99.9-1+cuda12.8"),
+                                            ("dcgm", "aidc_dcgm_version=1:4.99.9-1")])
+def test_pin_missing_from_the_repository_names_the_way_out(two_hosts, role, pin):
+    """11. Not apt's "no package matching": the pin, the repository and where to look."""
+    host = two_hosts.hosts[0]
+    report = converge(two_hosts, "--limit", host.name, "--tags", role, "-e", pin)
+    failed = failed_tasks(report).get(host.name, [])
+    assert len(failed) == 1 and "is in no configured APT repository" in failed[0], failed
+    assert "apt-cache madison" in failed[0] and pin.split("=", 1)[1] in failed[0], failed
+    assert report["stats"][host.name]["changed"] == 0, changed_tasks(report)
