@@ -29,6 +29,7 @@ SERVICE_OF_INVOKE = {
     "aws:index/getCallerIdentity:getCallerIdentity": "sts",
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": "ec2",
     "aws:ssm/getParameter:getParameter": "ssm",
+    "aws:ec2/getAmi:getAmi": "ec2",
 }
 #: Invokes the provider answers locally, without an API call.
 LOCAL_INVOKES = {
