@@ -6,6 +6,20 @@ PCI_SCAN = ('for d in /sys/bus/pci/devices/*; do printf "%s:%s %s\\n" "$(cat $d/
             '"$(cat $d/device)" "$(cat $d/class)"; done')
 
 
+#: One-process NCCL all-reduce through torch (run with the host's Python, see --aidc-python).
+ALL_REDUCE = """
+import os, tempfile, torch, torch.distributed as dist
+path = os.path.join(tempfile.mkdtemp(), "rendezvous")
+dist.init_process_group("nccl", init_method="file://" + path, rank=0, world_size=1)
+x = torch.full((1 << 20,), 3.0, device="cuda")
+dist.all_reduce(x)
+torch.cuda.synchronize()
+assert torch.all(x == 3.0).item(), x[:4]
+print("nccl", ".".join(map(str, torch.cuda.nccl.version())), torch.cuda.get_device_name(0))
+dist.destroy_process_group()
+"""
+
+
 def pci_devices(host) -> list[tuple[str, str]]:
     """(vendor:device, class) of every PCI device, e.g. ("0x10de:0x22a3", "0x068000")."""
     out = host.run(PCI_SCAN)

@@ -4,9 +4,10 @@ efa role puts it; on hosts with an EFA device, libfabric's EFA provider sees eve
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
-from nodecheck import pci_devices
+from nodecheck import ALL_REDUCE, pci_devices
 
 MARKER = "/opt/amazon/efa_installed_packages"
 EFA_DEVICE = re.compile(r"^0x1d0f:0xefa[0-9a-f]$")
@@ -76,3 +77,22 @@ def test_efa_provider_sees_every_device(host, expect):
     cache = host.check_output("ldconfig -p")
     assert re.search(r"libnccl-net(-ofi)?\.so ", cache) or "--skip-plugin" in expect["efa_installer_args"], (
         "aws-ofi-nccl plugin not in the linker cache")
+
+
+@pytest.mark.efa
+@pytest.mark.gpu
+def test_nccl_loads_the_aws_ofi_plugin(gpu_host, expect, request):
+    """The NCCL that training loads (PyTorch's own) finds aws-ofi-nccl through the linker path the
+    efa role wrote, with the job environment of the nccl role: no TCP-socket fallback."""
+    if not _efa_devices(gpu_host):
+        pytest.skip(f"no EFA device on the PCI bus of {gpu_host.backend.get_pytest_id()}: EFA checks need one")
+    python = request.config.getoption("--aidc-python")
+    if gpu_host.run(f"{python} -c 'import torch'").rc != 0:
+        pytest.skip(f"torch is not importable by {python} on this host; pass --aidc-python")
+    env_file = expect["nccl_env_file"]
+    command = (f"set -a; [ -r {env_file} ] && . {env_file}; set +a; NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,NET "
+               f"timeout 300 {python} -c {shlex.quote(ALL_REDUCE)}")
+    out = gpu_host.run(f"bash -c {shlex.quote(command)}")
+    assert out.rc == 0, out.stderr[-2000:]
+    log = out.stdout + out.stderr
+    assert re.search(r"NET/OFI|AWS Libfabric", log), "NCCL did not load aws-ofi-nccl:\n" + log[-3000:]

@@ -6,22 +6,12 @@ import re
 import shlex
 
 import pytest
+from nodecheck import ALL_REDUCE
 
 from infra.catalog import CATALOG, instance_type
 
 pytestmark = pytest.mark.gpu
 
-ALL_REDUCE = """
-import os, tempfile, torch, torch.distributed as dist
-path = os.path.join(tempfile.mkdtemp(), "rendezvous")
-dist.init_process_group("nccl", init_method="file://" + path, rank=0, world_size=1)
-x = torch.full((1 << 20,), 3.0, device="cuda")
-dist.all_reduce(x)
-torch.cuda.synchronize()
-assert torch.all(x == 3.0).item(), x[:4]
-print("nccl", ".".join(map(str, torch.cuda.nccl.version())), torch.cuda.get_device_name(0))
-dist.destroy_process_group()
-"""
 
 
 def _gpus(host) -> list[dict[str, str]]:
