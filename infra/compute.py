@@ -1,5 +1,6 @@
-"""GPU node pools: placement group, launch template (EFA NIC layout, IMDSv2, CMK-encrypted gp3
-root, capacity), and either fixed instances (training) or an Auto Scaling group (inference).
+"""GPU node pools: placement group (a new one, an ODCR's existing one, or none for a Capacity
+Block), launch template (EFA NIC layout, IMDSv2, CMK-encrypted gp3 root, capacity), and either
+fixed instances (training) or an Auto Scaling group (inference).
 
 All layout decisions come from pure code (``infra.catalog.network_interface_layout``,
 ``infra.config.NodePool``); this module only turns them into resources.
@@ -50,12 +51,17 @@ class GpuNodePool(pulumi.ComponentResource):
         self.tags = pool_tags(args.tags, pool.name, pool.role)
         child = pulumi.ResourceOptions(parent=self)
 
+        #: The group the stack creates (None when the pool uses none or an existing one).
         self.placement_group = None
-        if pool.uses_placement_group:
-            # One cluster placement group per pool: EFA needs the nodes on one network spine.
+        #: The name of the group the pool launches into, created here or existing (an ODCR's).
+        self.placement_group_name: pulumi.Input[str] | None = pool.existing_placement_group
+        if pool.uses_placement_group and self.placement_group_name is None:
+            # One cluster placement group per pool: EFA needs the nodes on one network spine. Not
+            # for an ODCR created in a group: it only serves launches into that very group.
             self.placement_group = aws.ec2.PlacementGroup(
                 f"{name}-pg", strategy="cluster", tags={**self.tags, TAG_NAME: f"{name}-pg"}, opts=child
             )
+            self.placement_group_name = self.placement_group.name
 
         self.launch_template = self._launch_template(name, args, child)
         self.instances: list[aws.ec2.Instance] = []
@@ -119,9 +125,9 @@ class GpuNodePool(pulumi.ComponentResource):
     def _launch_template(self, name: str, args: GpuNodePoolArgs, child) -> aws.ec2.LaunchTemplate:
         pool, vol = self.pool, self.pool.root_volume
         placement = None
-        if self.placement_group is not None:
+        if self.placement_group_name is not None:
             placement = aws.ec2.LaunchTemplatePlacementArgs(
-                group_name=self.placement_group.name,
+                group_name=self.placement_group_name,
                 availability_zone=args.azs[0] if pool.autoscaling is None else None,
             )
         return aws.ec2.LaunchTemplate(

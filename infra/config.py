@@ -114,12 +114,13 @@ class Cluster(ConfigModel):
                     f"is not one of the cluster's availabilityZones {self.availability_zones}"
                 )
             if cap.reservation_availability_zone:
+                # A reserved pool creates no placement group (an ODCR's group is the reservation's
+                # own, in its AZ), so only the pool's subnets can land elsewhere.
                 pool_azs = set(self.pool_azs(pool))
                 if pool_azs != {cap.reservation_availability_zone}:
                     raise ValueError(
                         f"nodePools[{i}].capacity.reservationAvailabilityZone: reservation {cap.reservation_id} "
-                        f"is in {cap.reservation_availability_zone!r} but the pool"
-                        f"{' and its placement group' if pool.uses_placement_group else ''} would be in "
+                        f"is in {cap.reservation_availability_zone!r} but the pool would be in "
                         f"{sorted(pool_azs)}; set availabilityZones: [{cap.reservation_availability_zone!r}]"
                     )
         return self

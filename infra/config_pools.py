@@ -55,12 +55,16 @@ class Capacity(ConfigModel):
     ``capacity-block`` and ``odcr`` target ``reservationId``; ``reservationInstanceCount`` and
     ``reservationAvailabilityZone`` describe that reservation (as shown by the console or
     ``aws ec2 describe-capacity-reservations``) so the count and AZ can be checked before deploy.
+    ``reservationPlacementGroup`` (``odcr`` only) is the name of the existing cluster placement
+    group the ODCR was created in (the end of its ``PlacementGroupArn``): such a reservation only
+    serves launches into that group, so the pool launches there instead of into a new one.
     """
 
     type: CapacityType = "on-demand"
     reservation_id: str | None = None
     reservation_instance_count: int | None = Field(None, ge=1)
     reservation_availability_zone: str | None = None
+    reservation_placement_group: str | None = None
 
     @model_validator(mode="after")
     def _reservation_fields(self) -> Capacity:
@@ -75,7 +79,29 @@ class Capacity(ConfigModel):
                 )
         elif self.reservation_id is not None:
             raise ValueError(f"reservationId is only allowed with type 'capacity-block' or 'odcr', not {self.type!r}")
+        if self.reservation_placement_group is not None:
+            self._check_reservation_placement_group(self.reservation_placement_group)
         return self
+
+    def _check_reservation_placement_group(self, group: str) -> None:
+        if self.type != "odcr":
+            why = (
+                "Capacity Blocks are not created in placement groups (AWS delivers a block co-located)"
+                if self.type == "capacity-block"
+                else "it names the placement group an ODCR was created in"
+            )
+            raise ValueError(
+                f"reservationPlacementGroup: only allowed with type 'odcr', not {self.type!r}; {why}: remove it"
+            )
+        if group.startswith("arn:"):
+            raise ValueError(
+                f"reservationPlacementGroup: {group!r} is an ARN; give the group's name "
+                f"({group.rsplit('/', 1)[-1]!r}, the part after 'placement-group/')"
+            )
+        if not re.fullmatch(r"\S{1,255}", group):
+            raise ValueError(
+                f"reservationPlacementGroup: {group!r} is not a placement group name (1-255 characters, no spaces)"
+            )
 
 
 class Ami(ConfigModel):
@@ -116,8 +142,12 @@ class NodePool(ConfigModel):
     """One homogeneous group of GPU nodes.
 
     ``efa`` unset means: on when the type has EFA and the role is ``train``. ``placementGroup``
-    unset means: on exactly when the pool uses EFA. ``availabilityZones`` unset means: the first
-    cluster AZ (EFA pools must stay in one AZ), or all cluster AZs for Auto Scaling pools.
+    unset means, by ``capacity.type``: on-demand/spot - a new cluster group exactly when the pool
+    uses EFA; capacity-block - none (AWS delivers the block co-located; a group would add a
+    constraint outside the reservation); odcr - the reservation's own group when
+    ``capacity.reservationPlacementGroup`` is set, else none (the reservation serves no group the
+    stack could create). ``availabilityZones`` unset means: the first cluster AZ (EFA pools must
+    stay in one AZ), or all cluster AZs for Auto Scaling pools.
     """
 
     name: str = Field(..., pattern=rf"^({NAME_RE})$")
@@ -154,7 +184,18 @@ class NodePool(ConfigModel):
 
     @property
     def uses_placement_group(self) -> bool:
-        return self.uses_efa if self.placement_group is None else self.placement_group
+        if self.placement_group is not None:
+            return self.placement_group
+        if self.capacity.type == "capacity-block":
+            return False
+        if self.capacity.type == "odcr":
+            return self.capacity.reservation_placement_group is not None
+        return self.uses_efa
+
+    @property
+    def existing_placement_group(self) -> str | None:
+        """The name of a group the pool launches into that the stack must not create (the ODCR's)."""
+        return self.capacity.reservation_placement_group if self.uses_placement_group else None
 
     @model_validator(mode="after")
     def _pool_rules(self) -> NodePool:
@@ -174,6 +215,7 @@ class NodePool(ConfigModel):
                 "capacity.type: 'spot' is not allowed for an EFA pool (interruptions break collectives); "
                 "use on-demand, odcr or capacity-block"
             )
+        self._placement_rules()
         if cap.type in ("capacity-block", "odcr") and cap.reservation_instance_count != self.count:
             raise ValueError(
                 f"count: {self.count} differs from capacity.reservationInstanceCount "
@@ -190,3 +232,29 @@ class NodePool(ConfigModel):
                     f"({self.autoscaling.min_size}..{self.autoscaling.max_size})"
                 )
         return self
+
+    def _placement_rules(self) -> None:
+        # ParallelCluster's PlacementGroupCapacityTypeValidator: a placement group the reservation
+        # was not created in asks for capacity outside it (InsufficientInstanceCapacity while the
+        # reserved instances sit idle).
+        cap = self.capacity
+        if self.placement_group and cap.type == "capacity-block":
+            raise ValueError(
+                "placementGroup: true cannot be combined with capacity.type 'capacity-block': AWS delivers a "
+                "Capacity Block already co-located, and a cluster placement group adds a constraint outside "
+                "the reservation, so launches can fail with InsufficientInstanceCapacity; remove placementGroup "
+                "or set it to false"
+            )
+        if self.placement_group and cap.type == "odcr" and cap.reservation_placement_group is None:
+            raise ValueError(
+                f"placementGroup: true with capacity.type 'odcr' would launch into a new placement group, but "
+                f"reservation {cap.reservation_id} only serves launches into the group it was created in (or, "
+                "if none, launches outside any cluster group); set capacity.reservationPlacementGroup to the "
+                "group the reservation was created in, or remove placementGroup"
+            )
+        if self.placement_group is False and cap.reservation_placement_group is not None:
+            raise ValueError(
+                f"placementGroup: false contradicts capacity.reservationPlacementGroup "
+                f"{cap.reservation_placement_group!r}: reservation {cap.reservation_id} only serves launches into "
+                "that group; remove placementGroup (or set it to true)"
+            )

@@ -194,7 +194,7 @@ def build(cfg: StackConfig) -> dict[str, object]:
                 "names": p.names,
                 "instanceIds": p.instance_ids,
                 "privateIps": p.private_ips,
-                "placementGroup": p.placement_group.name if p.placement_group else None,
+                "placementGroup": p.placement_group_name,
                 "launchTemplateId": p.launch_template.id,
                 "autoScalingGroup": p.auto_scaling_group.name if p.auto_scaling_group else None,
             }

@@ -4,11 +4,11 @@ EfaValidator).
 
 ParallelCluster's semantics, restated for launch templates:
 - a Capacity Block (``instanceMarketOptions.marketType = "capacity-block"``) must target a
-  reservation. ParallelCluster only *warns* about a placement group on a Capacity Block; aidc keeps
-  one cluster group per EFA pool and pins it to the block's AZ (``infra.config`` refuses a pool
-  whose AZ differs from ``reservationAvailabilityZone``). A block's AZ is not a stack resource, so
-  this pack does not judge it; if launches report InsufficientInstanceCapacity, set the pool's
-  ``placementGroup: false``;
+  reservation, and should launch into no placement group: AWS delivers the block co-located, and
+  a cluster group adds a placement constraint outside the reservation (InsufficientInstanceCapacity
+  although the block has room). ParallelCluster only *warns* about this, so the rule is advisory;
+  aidc creates no group for a Capacity Block pool (``infra.config`` refuses ``placementGroup:
+  true`` there). A block's AZ is not a stack resource, so this pack does not judge it;
 - a targeted ODCR created in a placement group (``placementGroupArn``) only serves launches into
   that same group; an ODCR without one serves launches outside any cluster placement group;
 - the reservation's instance type and AZ must match the template's and its subnets'.
@@ -21,7 +21,7 @@ from typing import Any
 
 from infra.catalog import CATALOG
 
-from ._model import MANDATORY, Rule, StackIndex, StackResource, StackViolation, get, read, short
+from ._model import ADVISORY, MANDATORY, Rule, StackIndex, StackResource, StackViolation, get, read, short
 from .gpu import (
     LAUNCH_TEMPLATE,
     PLACEMENT_GROUP,
@@ -57,6 +57,24 @@ def capacity_block_violations(resource_type: str, props: Mapping[str, Any], conf
         return []
     return [f"{short(resource_type)} uses marketType \"capacity-block\" without capacityReservationSpecification."
             "capacityReservationTarget.capacityReservationId: name the Capacity Block's reservation id."]
+
+
+def capacity_block_placement_violations(resource_type: str, props: Mapping[str, Any],
+                                        config: Mapping | None = None):
+    """PlacementGroupCapacityTypeValidator: a capacity-block launch names no placement group."""
+    if get(props, "instanceMarketOptions", "marketType") != "capacity-block":
+        return []
+    paths = [("placementGroup",)] if resource_type == INSTANCE else [("placement", "groupName"),
+                                                                      ("placement", "groupId")]
+    for path in paths:
+        group, unknown = read(props, *path)
+        if group or unknown:
+            shown = f" {group!r}" if isinstance(group, str) else ""
+            return [f"{short(resource_type)} uses marketType \"capacity-block\" and launches into placement group"
+                    f"{shown} ({'.'.join(path)}): the block is delivered co-located, and the group's constraint "
+                    "asks for capacity outside it, so launches can fail with InsufficientInstanceCapacity. "
+                    "Remove the placement group."]
+    return []
 
 
 def efa_layout_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None):
@@ -148,6 +166,15 @@ RULES = [
          remediation='capacity_reservation_specification={"capacity_reservation_target": '
                      '{"capacity_reservation_id": "cr-..."}}',
          validator=capacity_block_violations, resource_types=(LAUNCH_TEMPLATE, INSTANCE)),
+    # Advisory, as in ParallelCluster (a warning): a group can still work when AWS happens to
+    # place it over the block's hosts, and the failure shows at launch, not as a security gap.
+    Rule(name="capacity-block-no-placement-group", control="ParallelCluster PlacementGroupCapacityTypeValidator",
+         level=ADVISORY,
+         description="Capacity-block launches name no placement group (the block is already co-located; "
+                     "advisory because ParallelCluster only warns).",
+         remediation="Drop placement.group_name (launch template) / placement_group (instance) for Capacity "
+                     "Block launches; aidc pools on a Capacity Block create none.",
+         validator=capacity_block_placement_violations, resource_types=(LAUNCH_TEMPLATE, INSTANCE)),
     Rule(name="efa-interfaces-match-instance-type", control="ParallelCluster EfaValidator", level=MANDATORY,
          description="EFA interfaces are supported by the instance type and efa-only is never the primary NIC.",
          remediation="Build network_interfaces from infra.catalog.network_interface_layout(instance_type).",

@@ -244,22 +244,27 @@ def pool_placement_groups(index: StackIndex, pool: Pool) -> tuple[list[str], lis
     return names, list(groups.values())
 
 
-def uses_capacity_block(pool: Pool) -> bool:
-    return any(get(lt.props, "instanceMarketOptions", "marketType") == "capacity-block" for lt in pool.templates)
+def uses_reserved_capacity(pool: Pool) -> bool:
+    """The pool runs on a Capacity Block or targets a capacity reservation (ODCR)."""
+    return any(get(lt.props, "instanceMarketOptions", "marketType") == "capacity-block"
+               or read(lt.props, "capacityReservationSpecification", "capacityReservationTarget") != (None, False)
+               for lt in pool.templates)
 
 
 def efa_placement_group_violations(resources: Sequence[StackResource], config: Mapping | None = None):
     """Each EFA pool launches into one placement group of strategy ``cluster``.
 
-    A pool on a Capacity Block may go without one (ParallelCluster advises so: the block is
-    already co-located); when it does name one, the same rules hold.
+    A pool on reserved capacity may go without one: a Capacity Block is already co-located
+    (ParallelCluster advises no group), and an ODCR created outside any group serves no cluster
+    group at all (``placement-capacity-compatible`` judges reservations declared in the stack).
+    When such a pool does name a group, the same rules hold.
     """
     index = StackIndex(resources)
     out = []
     for pool in efa_pools(index):
         lt = pool.anchor
         names, groups = pool_placement_groups(index, pool)
-        if uses_capacity_block(pool) and not names and not groups:
+        if uses_reserved_capacity(pool) and not names and not groups:
             continue
         known = {value for g in groups for value in (g.id, read(g.props, "name")[0], read(g.props, "id")[0])}
         distinct = {g.urn for g in groups} | {n for n in names if n not in known}

@@ -34,7 +34,7 @@ def nic_layout(lt):
     ]
 
 
-def test_p5_two_instances_32_efa_each_one_placement_group(runs):
+def test_p5_two_instances_32_efa_each_no_placement_group_on_the_capacity_block(runs):
     run = runs["p5"]
     instances = run.of_type(INSTANCE)
     assert sorted(i.inputs["tags"]["Name"] for i in instances) == ["p5-train-0", "p5-train-1"]
@@ -44,10 +44,10 @@ def test_p5_two_instances_32_efa_each_one_placement_group(runs):
     assert sum(kind == "efa-only" for *_, kind in layout) == 32
     for inst in instances:  # every instance launches from that template
         assert inst.inputs["launchTemplate"] == {"id": lt.id, "version": "$Latest"}
-    (pg,) = run.of_type(PG)
-    assert pg.inputs["strategy"] == "cluster"
-    assert lt.inputs["placement"]["groupName"] == pg.outputs["name"]
-    assert lt.inputs["placement"]["availabilityZone"] == "us-east-1a"
+    # The block is delivered co-located: a group would only add a constraint outside it.
+    assert run.of_type(PG) == []
+    assert placement_group_of(lt) is None
+    assert run.outputs["nodePools"]["train"]["placementGroup"] is None
     # All NICs in the private subnet of the pool's one AZ, with the node security group.
     subnets = {n["subnetId"] for n in lt.inputs["networkInterfaces"]}
     assert subnets == {run.outputs["privateSubnetIds"]["us-east-1a"]}
@@ -55,6 +55,49 @@ def test_p5_two_instances_32_efa_each_one_placement_group(runs):
         run.outputs["nodeSecurityGroupId"]
     }
     assert lt.inputs["networkInterfaces"][0]["associatePublicIpAddress"] == "false"
+
+
+def placement_group_of(lt):
+    return (lt.inputs.get("placement") or {}).get("groupName")
+
+
+def _pool_run(**pool_settings):
+    """The p5 program with its pool changed (e.g. another capacity type)."""
+    config = _p5_config()
+    config["aidc:cluster"]["nodePools"][0].update(pool_settings)
+    return run_stack(config=config, stack_name="p5")
+
+
+ODCR = {"type": "odcr", "reservationId": "cr-0123456789abcdef0", "reservationInstanceCount": 2,
+        "reservationAvailabilityZone": "us-east-1a"}  # fmt: skip
+
+
+def test_on_demand_efa_pool_gets_exactly_one_new_cluster_group_in_its_template():
+    run = _pool_run(capacity={"type": "on-demand"})
+    (pg,) = run.of_type(PG)
+    (lt,) = run.of_type(LT)
+    assert pg.inputs["strategy"] == "cluster"
+    assert placement_group_of(lt) == pg.outputs["name"]
+    assert lt.inputs["placement"]["availabilityZone"] == "us-east-1a"
+    assert run.outputs["nodePools"]["train"]["placementGroup"] == pg.outputs["name"]
+
+
+def test_odcr_in_a_placement_group_launches_into_that_existing_group():
+    run = _pool_run(capacity={**ODCR, "reservationPlacementGroup": "odcr-p5-pg"})
+    assert run.of_type(PG) == []  # the reservation's group exists; creating one could never match it
+    (lt,) = run.of_type(LT)
+    assert placement_group_of(lt) == "odcr-p5-pg"
+    assert lt.inputs["placement"]["availabilityZone"] == "us-east-1a"
+    target = lt.inputs["capacityReservationSpecification"]["capacityReservationTarget"]
+    assert target == {"capacityReservationId": "cr-0123456789abcdef0"}
+    assert "instanceMarketOptions" not in lt.inputs
+    assert run.outputs["nodePools"]["train"]["placementGroup"] == "odcr-p5-pg"
+
+
+def test_odcr_outside_any_group_launches_into_none():
+    run = _pool_run(capacity=ODCR)
+    (lt,) = run.of_type(LT)
+    assert run.of_type(PG) == [] and placement_group_of(lt) is None
 
 
 def test_p5_capacity_block_fields(runs):

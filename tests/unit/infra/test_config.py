@@ -21,6 +21,9 @@ CB = {
     "reservationAvailabilityZone": "us-east-1a",
 }
 
+ODCR = {**CB, "type": "odcr"}
+PG_ARN = "arn:aws:ec2:us-east-1:111122223333:placement-group/odcr-pg"
+
 
 def load(mutate=None):
     raw = copy.deepcopy(BASE)
@@ -176,11 +179,56 @@ POOL_CASES = {
         "aidc:cluster.nodePools[0].capacity.type: 'spot' is not allowed for an EFA pool (interruptions break "
         "collectives); use on-demand, odcr or capacity-block",
     ),
-    "placement group and reservation in different AZs": (
+    "pool and reservation in different AZs": (
         lambda r: pool(r).update(availabilityZones=["us-east-1b"], capacity=CB),
         "aidc:cluster.nodePools[0].capacity.reservationAvailabilityZone: reservation cr-0123456789abcdef0 is in "
-        "'us-east-1a' but the pool and its placement group would be in ['us-east-1b']; "
-        "set availabilityZones: ['us-east-1a']",
+        "'us-east-1a' but the pool would be in ['us-east-1b']; set availabilityZones: ['us-east-1a']",
+    ),
+    "placement group forced onto a capacity block": (
+        lambda r: pool(r).update(capacity=CB, placementGroup=True),
+        "aidc:cluster.nodePools[0].placementGroup: true cannot be combined with capacity.type 'capacity-block': "
+        "AWS delivers a Capacity Block already co-located, and a cluster placement group adds a constraint "
+        "outside the reservation, so launches can fail with InsufficientInstanceCapacity; remove placementGroup "
+        "or set it to false",
+    ),
+    "new placement group for an ODCR": (
+        lambda r: pool(r).update(capacity=ODCR, placementGroup=True),
+        "aidc:cluster.nodePools[0].placementGroup: true with capacity.type 'odcr' would launch into a new "
+        "placement group, but reservation cr-0123456789abcdef0 only serves launches into the group it was created "
+        "in (or, if none, launches outside any cluster group); set capacity.reservationPlacementGroup to the "
+        "group the reservation was created in, or remove placementGroup",
+    ),
+    "ODCR group turned off": (
+        lambda r: pool(r).update(capacity={**ODCR, "reservationPlacementGroup": "odcr-pg"}, placementGroup=False),
+        "aidc:cluster.nodePools[0].placementGroup: false contradicts capacity.reservationPlacementGroup "
+        "'odcr-pg': reservation cr-0123456789abcdef0 only serves launches into that group; remove placementGroup "
+        "(or set it to true)",
+    ),
+    "reservation placement group on a capacity block": (
+        lambda r: pool(r).update(capacity={**CB, "reservationPlacementGroup": "block-pg"}),
+        "aidc:cluster.nodePools[0].capacity.reservationPlacementGroup: only allowed with type 'odcr', not "
+        "'capacity-block'; Capacity Blocks are not created in placement groups (AWS delivers a block "
+        "co-located): remove it",
+    ),
+    "reservation placement group without a reservation": (
+        lambda r: pool(r).update(capacity={"reservationPlacementGroup": "my-pg"}),
+        "aidc:cluster.nodePools[0].capacity.reservationPlacementGroup: only allowed with type 'odcr', not "
+        "'on-demand'; it names the placement group an ODCR was created in: remove it",
+    ),
+    "reservation placement group given as an ARN": (
+        lambda r: pool(r).update(capacity={**ODCR, "reservationPlacementGroup": PG_ARN}),
+        "aidc:cluster.nodePools[0].capacity.reservationPlacementGroup: "
+        f"{PG_ARN!r} is an ARN; give the group's name ('odcr-pg', the part after 'placement-group/')",
+    ),
+    "reservation placement group with a space": (
+        lambda r: pool(r).update(capacity={**ODCR, "reservationPlacementGroup": "odcr pg"}),
+        "aidc:cluster.nodePools[0].capacity.reservationPlacementGroup: 'odcr pg' is not a placement group name "
+        "(1-255 characters, no spaces)",
+    ),
+    "reservation placement group too long": (
+        lambda r: pool(r).update(capacity={**ODCR, "reservationPlacementGroup": "g" * 256}),
+        f"aidc:cluster.nodePools[0].capacity.reservationPlacementGroup: {'g' * 256!r} is not a placement group "
+        "name (1-255 characters, no spaces)",
     ),
     "reservation outside the cluster AZs": (
         lambda r: pool(r).update(capacity={**CB, "reservationAvailabilityZone": "us-east-1c"}),
@@ -202,6 +250,35 @@ POOL_CASES = {
 def test_invalid_pool_has_one_clear_message(case):
     mutate, expected = POOL_CASES[case]
     assert error_of(mutate) == expected
+
+
+# capacity -> (uses a placement group, the existing group it names): a group the stack creates must
+# never stand between a pool and its reservation.
+PLACEMENT_DEFAULTS = {
+    "on-demand EFA": ({"type": "on-demand"}, True, None),
+    "capacity block": (CB, False, None),
+    "ODCR outside any group": (ODCR, False, None),
+    "ODCR in a group": ({**ODCR, "reservationPlacementGroup": "odcr-pg"}, True, "odcr-pg"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLACEMENT_DEFAULTS))
+def test_placement_group_default_follows_the_capacity_type(case):
+    capacity, uses, existing = PLACEMENT_DEFAULTS[case]
+    p = load(lambda r: pool(r).update(capacity=capacity)).cluster.node_pools[0]
+    assert p.uses_efa
+    assert (p.uses_placement_group, p.existing_placement_group) == (uses, existing)
+
+
+def test_explicit_placement_group_settings_that_agree_with_the_reservation_load():
+    no_group = load(lambda r: pool(r).update(capacity=CB, placementGroup=False)).cluster.node_pools[0]
+    assert not no_group.uses_placement_group
+    odcr = {**ODCR, "reservationPlacementGroup": "odcr-pg"}
+    in_group = load(lambda r: pool(r).update(capacity=odcr, placementGroup=True)).cluster.node_pools[0]
+    assert in_group.existing_placement_group == "odcr-pg"
+    # On-demand keeps today's behaviour: a non-EFA pool may still ask for a new group.
+    asked = load(lambda r: pool(r).update(instanceType="g6.xlarge", placementGroup=True)).cluster.node_pools[0]
+    assert asked.uses_placement_group and asked.existing_placement_group is None
 
 
 def test_spot_is_fine_without_efa():

@@ -38,10 +38,15 @@ def test_dev_plan_prints_resources_pools_and_cost(tmp_path):
 
 def test_p5_plan_counts_efa_and_gpus(tmp_path):
     out = tmp_path / "plan.json"
-    assert plan("--stack", "p5", "--json", str(out)).returncode == 0
-    (pool,) = json.loads(out.read_text())["nodePools"]
+    result = plan("--stack", "p5", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(out.read_text())
+    (pool,) = summary["nodePools"]
     assert (pool["count"], pool["gpusPerNode"], pool["efaPerNode"], pool["capacity"]) == (2, 8, 32, "capacity-block")
-    assert pool["placementGroup"] == "p5-train-pg"
+    # A Capacity Block is delivered co-located: no placement group, none created.
+    assert pool["placementGroup"] is None
+    assert not any("PlacementGroup" in t for types in summary["components"].values() for t in types)
+    assert "p5-train-pg" not in result.stdout
 
 
 def test_cost_lines_sum_pools_and_fixed_charges():

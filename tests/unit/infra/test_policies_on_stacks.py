@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.offline import REPO_ROOT, run_stack
+from infra.offline import REPO_ROOT, load_stack_yaml, run_stack
 from policies import RULES_BY_NAME
 from policies.runner import evaluate
 
@@ -79,7 +79,11 @@ MUTATIONS = {
     "log-group-kms": lambda r: one(r, "logGroup:LogGroup").pop("kmsKeyId"),
     "fsx-lustre-cmk": lambda r: one(r, "lustreFileSystem:LustreFileSystem").pop("kmsKeyId"),
     "efa-security-group-self-reference": lambda r: _drop(r, "SecurityGroupEgressRule", "nodes-out-self"),
-    "efa-cluster-placement-group": lambda r: one(r, "placementGroup:PlacementGroup").update(strategy="spread"),
+    # Taken off its Capacity Block (and reservation), the p5 EFA pool needs a cluster placement group.
+    "efa-cluster-placement-group": lambda r: [one(r, "launchTemplate:LaunchTemplate").pop(key)
+                                              for key in ("instanceMarketOptions", "capacityReservationSpecification")],
+    "capacity-block-no-placement-group": lambda r: one(r, "launchTemplate:LaunchTemplate").update(
+        placement={"groupName": "p5-train-pg", "availabilityZone": "us-east-1a"}),
     "capacity-block-targets-reservation": lambda r: one(r, "launchTemplate:LaunchTemplate").pop(
         "capacityReservationSpecification"),
     "efa-interfaces-match-instance-type": lambda r: one(r, "launchTemplate:LaunchTemplate")[
@@ -93,6 +97,22 @@ MUTATIONS = {
         mapPublicIpOnLaunch=True),
     "required-tags": lambda r: one(r, "kms/key:Key").update(tags={"Name": "untagged"}),
 }
+
+
+ODCR = {"type": "odcr", "reservationId": "cr-0123456789abcdef0", "reservationInstanceCount": 2,
+        "reservationAvailabilityZone": "us-east-1a"}  # fmt: skip
+
+
+@pytest.mark.parametrize("capacity", [
+    {"type": "on-demand"},  # a new cluster group
+    ODCR,  # outside any group, as the reservation is
+    {**ODCR, "reservationPlacementGroup": "odcr-p5-pg"},  # the reservation's existing group
+], ids=["on-demand", "odcr-no-group", "odcr-in-group"])  # fmt: skip
+def test_every_capacity_types_placement_passes_the_pack(capacity):
+    config = copy.deepcopy(load_stack_yaml("p5"))
+    config["aidc:cluster"]["nodePools"][0]["capacity"] = capacity
+    violations = evaluate(run_stack(config=config, stack_name="p5").engine_resources())
+    assert [(v.rule, v.resource_name, v.message) for v in violations] == []
 
 
 def test_mutations_cover_most_rules():

@@ -6,7 +6,7 @@ import pytest
 from policy_stacks import efa_launch_template, nic, policy_json
 
 from policies import ec2, eks, iam, kms, network, storage, tags
-from policies.capacity import capacity_block_violations, efa_layout_violations
+from policies.capacity import capacity_block_placement_violations, capacity_block_violations, efa_layout_violations
 from policies.s3 import public_grant_violations
 
 LT, INSTANCE = ec2.LAUNCH_TEMPLATE, ec2.INSTANCE
@@ -204,3 +204,27 @@ def test_s3_public_grants(resource_type, props, ok):
 ])
 def test_no_public_ip(resource_type, props, ok):
     assert (ec2.public_ip_violations(resource_type, props) == []) is ok
+
+
+BLOCK = {"marketType": "capacity-block"}
+BLOCK_TARGET = {"capacityReservationTarget": {"capacityReservationId": "cr-block"}}
+
+
+@pytest.mark.parametrize(("resource_type", "props", "ok"), [
+    (LT, {"instanceMarketOptions": BLOCK, "capacityReservationSpecification": BLOCK_TARGET}, True),
+    (LT, {"instanceMarketOptions": BLOCK, "placement": {"availabilityZone": "us-east-1a"}}, True),
+    (LT, {"instanceMarketOptions": BLOCK, "placement": {"groupName": "pg-train"}}, False),
+    (LT, {"instanceMarketOptions": BLOCK, "placement": {"groupId": "pg-0123456789abcdef0"}}, False),
+    (INSTANCE, {"instanceMarketOptions": BLOCK, "placementGroup": "pg-train"}, False),
+    (INSTANCE, {"instanceMarketOptions": BLOCK}, True),
+    # On-demand, spot and ODCR launches may use a group (ODCRs are judged by placement-capacity-compatible).
+    (LT, {"placement": {"groupName": "pg-train"}}, True),
+    (LT, {"instanceMarketOptions": {"marketType": "spot"}, "placement": {"groupName": "pg-train"}}, True),
+    (LT, {"capacityReservationSpecification": BLOCK_TARGET, "placement": {"groupName": "pg-train"}}, True),
+    (INSTANCE, {"placementGroup": "pg-train"}, True),
+])
+def test_capacity_block_names_no_placement_group(resource_type, props, ok):
+    found = capacity_block_placement_violations(resource_type, props)
+    assert (found == []) is ok, found
+    if not ok:
+        assert "InsufficientInstanceCapacity" in found[0] and "Remove the placement group" in found[0]

@@ -81,8 +81,14 @@ MUTATIONS: dict[str, Callable[[list], None]] = {
             "instancePlatform": "Linux/UNIX", "tags": TAGS}, "cr-1")),
         _set("train-lt", "capacityReservationSpecification",
              value={"capacityReservationTarget": {"capacityReservationId": "cr-1"}})),
-    "capacity-block-targets-reservation": _set("train-lt", "instanceMarketOptions",
-                                               value={"marketType": "capacity-block"}),
+    # Without its placement group: a group on a block is capacity-block-no-placement-group's finding.
+    "capacity-block-targets-reservation": _both(
+        _set("train-lt", "instanceMarketOptions", value={"marketType": "capacity-block"}),
+        _set("train-lt", "placement", value=_DELETE)),
+    "capacity-block-no-placement-group": _both(
+        _set("train-lt", "instanceMarketOptions", value={"marketType": "capacity-block"}),
+        _set("train-lt", "capacityReservationSpecification",
+             value={"capacityReservationTarget": {"capacityReservationId": "cr-block"}})),
     "efa-interfaces-match-instance-type": _set("train-lt", "instanceType", value="g6.xlarge"),
     "required-tags": _set("home", "tags", value={"Name": "home"}),
     "eks-audit-logging": _set("eks", "enabledClusterLogTypes", value=["api"]),
@@ -115,7 +121,8 @@ def test_mutation_fires_exactly_its_rule(rule):
 def test_rule_metadata_is_complete_and_levels_follow_the_policy():
     assert len(RULES) >= 20
     advisory = {r.name for r in RULES if r.level == ADVISORY}
-    assert advisory == {"instance-type-allowlist", "required-tags", "iam-no-service-wildcard"}
+    assert advisory == {"instance-type-allowlist", "required-tags", "iam-no-service-wildcard",
+                        "capacity-block-no-placement-group"}  # ParallelCluster only warns about it
     for rule in RULES:
         assert rule.level in (MANDATORY, ADVISORY)
         assert rule.control and rule.description and rule.remediation and rule.validator.__doc__

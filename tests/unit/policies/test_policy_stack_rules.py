@@ -119,6 +119,16 @@ def test_capacity_block_pool_needs_no_placement_group():
     assert rules_fired(stack) == set()
 
 
+def test_odcr_pool_outside_any_group_needs_no_placement_group():
+    # An ODCR created outside any group serves no cluster group: the pool rightly names none.
+    stack = _targeting(gpu_stack(), "cr-elsewhere")
+    del find(stack, "train-lt")["props"]["placement"]
+    assert rules_fired(stack) == set()
+    # Without a reservation the same pool still needs its group.
+    del find(stack, "train-lt")["props"]["capacityReservationSpecification"]
+    assert rules_fired(stack) == {"efa-cluster-placement-group"}
+
+
 # ----------------------------------------------------------------------------- placement vs capacity
 
 PG_ARN = "arn:aws:ec2:us-east-1:111122223333:placement-group/pg-train"
