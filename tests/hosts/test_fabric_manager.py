@@ -1,17 +1,40 @@
-"""Fabric manager present, enabled and at the driver's exact version exactly on NVSwitch systems."""
+"""Fabric manager present, enabled and at the driver's exact version exactly on NVSwitch systems;
+on NVLink 5 systems (HGX B200) also NVLink Subnet Manager and the ib_umad module it talks through."""
 
 from __future__ import annotations
 
+import pytest
 from nodecheck import held_packages, installed_version, pci_devices, upstream
 
+MODULES_LOAD = "/etc/modules-load.d/aidc-fabric-manager.conf"
 
-def _nvswitch_expected(host, expect) -> bool:
-    mode = str(expect["fabric_manager_enabled"]).lower()
+
+def _mode(expect, key: str) -> str:
+    return str(expect[key]).lower()
+
+
+def _on_pci(host, ids: list[str], cls: str | None = None) -> bool:
+    wanted = {"0x" + i.replace(":", ":0x") for i in ids}
+    return any(d in wanted or (cls is not None and d.startswith("0x10de:") and c.startswith("0x" + cls))
+               for d, c in pci_devices(host))
+
+
+def _nvl5_expected(host, expect, instance_type) -> bool:
+    """Fifth-generation NVSwitches have no PCI device: the B200 GPUs or the instance type tell."""
+    mode = _mode(expect, "fabric_manager_nvl5")
     if mode != "auto":
         return mode == "true"
-    ids = {"0x" + i.replace(":", ":0x") for i in expect["fabric_manager_nvswitch_pci_ids"]}
-    cls = "0x" + expect["fabric_manager_nvswitch_pci_class"]
-    return any(d in ids or (d.startswith("0x10de:") and c.startswith(cls)) for d, c in pci_devices(host))
+    return (_on_pci(host, expect["fabric_manager_nvl5_gpu_pci_ids"])
+            or instance_type in expect["fabric_manager_nvl5_instance_types"])
+
+
+def _nvswitch_expected(host, expect, instance_type) -> bool:
+    mode = _mode(expect, "fabric_manager_enabled")
+    if mode != "auto":
+        return mode == "true"
+    return (_on_pci(host, expect["fabric_manager_nvswitch_pci_ids"], expect["fabric_manager_nvswitch_pci_class"])
+            or instance_type in expect["fabric_manager_nvswitch_instance_types"]
+            or _nvl5_expected(host, expect, instance_type))
 
 
 def _fm_packages(host) -> dict[str, str]:
@@ -21,9 +44,9 @@ def _fm_packages(host) -> dict[str, str]:
     return {r[0]: r[1] for r in rows if len(r) == 3 and r[2] == "installed"}
 
 
-def test_fabric_manager_exactly_on_nvswitch_systems(host, expect):
+def test_fabric_manager_exactly_on_nvswitch_systems(host, expect, instance_type_name):
     packages = _fm_packages(host)
-    if not _nvswitch_expected(host, expect):
+    if not _nvswitch_expected(host, expect, instance_type_name):
         assert packages == {}, "fabric manager installed on a host without NVSwitch"
         assert not host.service("nvidia-fabricmanager").is_enabled
         return
@@ -33,3 +56,24 @@ def test_fabric_manager_exactly_on_nvswitch_systems(host, expect):
     assert driver and upstream(version) == upstream(driver), f"{name} {version} vs driver {driver}"
     assert name in held_packages(host)
     assert host.service("nvidia-fabricmanager").is_enabled
+
+
+def test_nvlink_subnet_manager_exactly_on_nvlink5_systems(host, expect, instance_type_name):
+    nvlsm = host.package("nvlsm")
+    if not (_nvswitch_expected(host, expect, instance_type_name) and _nvl5_expected(host, expect, instance_type_name)):
+        assert not nvlsm.is_installed, "nvlsm installed on a host that is not an NVLink 5 system"
+        assert not host.file(MODULES_LOAD).exists
+        return
+    assert nvlsm.is_installed, "NVLink 5 system without nvlsm: fabric manager cannot bring up NVLink"
+    assert nvlsm.version == str(expect["fabric_manager_nvlsm_version"]), nvlsm.version
+    assert "nvlsm" in held_packages(host)
+    assert host.file("/opt/nvidia/nvlsm/sbin/nvlsm").is_executable
+    assert "ib_umad" in host.file(MODULES_LOAD).content_string.split()
+
+
+@pytest.mark.gpu
+def test_fabric_manager_running_with_ib_umad_on_nvlink5(gpu_host, expect, instance_type_name):
+    if not _nvl5_expected(gpu_host, expect, instance_type_name):
+        pytest.skip("not an NVLink 5 system (no B200 GPU on the PCI bus, instance type not NVLink 5)")
+    assert gpu_host.service("nvidia-fabricmanager").is_running
+    assert gpu_host.run("test -d /sys/module/ib_umad").rc == 0, "ib_umad is not loaded"

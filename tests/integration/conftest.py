@@ -33,8 +33,10 @@ HOST_TOOLS = ("systemd-nspawn", "debootstrap", "apt-cacher-ng", "apt-ftparchive"
 CONTAINER_VARS = yaml.safe_load((REPO / "tests/testbed/container_vars.yml").read_text())
 #: Host 0: Debian flavour, Debian's real nvidia-driver packages; NCCL from the stand-in repo.
 DEBIAN_HOST_VARS = {**CONTAINER_VARS}
-#: Host 1: the Ubuntu/CUDA-repo code path against the stand-in repo, fabric manager forced on.
-CUDA_REPO_HOST_VARS = {**CONTAINER_VARS, "nvidia_driver_source": "cuda_repo", "fabric_manager_enabled": True}
+#: Host 1: the Ubuntu/CUDA-repo code path against the stand-in repo, fabric manager forced on, as an
+#: NVLink 5 (HGX B200) system: NVLink Subnet Manager too.
+CUDA_REPO_HOST_VARS = {**CONTAINER_VARS, "nvidia_driver_source": "cuda_repo", "fabric_manager_enabled": True,
+                       "fabric_manager_nvl5": True}
 
 
 def _missing_prerequisites() -> list[str]:
@@ -68,7 +70,8 @@ def standin_repo(host_prerequisites, pins, tmp_path_factory) -> Path:
 
     return build_repo(tmp_path_factory.mktemp("standin-repo"), pins["aidc_driver_branch"],
                       pins["aidc_driver_version"], pins["aidc_nccl_version"], pins["aidc_efa_installer_version"],
-                      pins["aidc_dcgm_version"])
+                      pins["aidc_dcgm_version"], pins["aidc_dcgm_exporter_version"],
+                      pins["aidc_nvlsm_version"])
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,13 @@
 
 Same package names and version strings as NVIDIA's repository (cuda-keyring 1.1-1,
 cuda-drivers-<branch>, nvidia-persistenced, nvidia-fabricmanager-<branch>, libnccl2, libnccl-dev,
-datacenter-gpu-manager-4-core and -4-cuda<major>), signed with a throw-away key that the stand-in
-cuda-keyring installs where the real one puts NVIDIA's key. Every pinned package also has a NEWER
-version next to it, so a missing pin or hold shows up as the wrong version installed. Contents are
-stubs: only names, versions, dependencies and the systemd units are real. The same directory also
-holds stand-in EFA installer tarballs (tests/integration/standin_efa.py) and ``standin-vars.yml``,
-the variables that point the roles at them (the installer's sha256).
+datacenter-gpu-manager-4-core and -4-cuda<major>, datacenter-gpu-manager-exporter, nvlsm), signed with a
+throw-away key that the stand-in cuda-keyring installs where the real one puts NVIDIA's key. Every
+pinned package also has a NEWER version next to it, so a missing pin or hold shows up as the wrong
+version installed. Contents are stubs: only names, versions, dependencies and the systemd units are
+real. The same directory also holds stand-in EFA installer tarballs
+(tests/integration/standin_efa.py) and ``standin-vars.yml``, the variables that point the roles at
+them (the installer's sha256).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tests.integration.standin_efa import NEWER_EFA, build_installers
 NEWER_DRIVER = "570.195.03"
 NEWER_NCCL = "2.27.7-1+cuda12.9"
 NEWER_DCGM = "1:4.5.0-1"
+NEWER_DCGM_EXPORTER = "4.8.2-1"
+NEWER_NVLSM = "2025.12.1-1"
 #: DCGM 3, as a DLAMI carries it.
 LEGACY_DCGM = "1:3.3.9"
 KEYRING_VERSION = "1.1-1"
@@ -93,6 +96,40 @@ def dcgm_packages(version: str, cuda_major: str) -> list[Package]:
     ]
 
 
+#: The unit as NVIDIA's exporter package ships it (embedded host engine, log file, Restart=on-abort):
+#: the dcgm role's drop-in must take effect over it.
+EXPORTER_UNIT = """[Unit]
+Description=NVIDIA DCGM-exporter service (aidc stand-in repo stub)
+Wants=nvidia-dcgm.service
+After=nvidia-dcgm.service
+
+[Service]
+User=root
+PrivateTmp=false
+StandardOutput=append:/var/dcgm-exporter.log
+StandardError=append:/var/dcgm-exporter.log
+ExecStart=/usr/bin/dcgm-exporter -f /etc/dcgm-exporter/default-counters.csv
+Restart=on-abort
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def dcgm_exporter_package(version: str) -> Package:
+    return Package("datacenter-gpu-manager-exporter", version, depends="datacenter-gpu-manager-4-core", files={
+        "usr/bin/dcgm-exporter": _stub("dcgm-exporter"),
+        "etc/dcgm-exporter/default-counters.csv": "DCGM_FI_DEV_GPU_UTIL, gauge, GPU utilization (in %).\n",
+        "lib/systemd/system/nvidia-dcgm-exporter.service": EXPORTER_UNIT,
+    }, executables=("usr/bin/dcgm-exporter",))
+
+
+def nvlsm_package(version: str) -> Package:
+    """NVLink Subnet Manager (NVLink 5 systems): fabric manager starts it from this path."""
+    return Package("nvlsm", version, files={"opt/nvidia/nvlsm/sbin/nvlsm": _stub("nvlsm")},
+                   executables=("opt/nvidia/nvlsm/sbin/nvlsm",))
+
+
 def legacy_dcgm_package() -> Package:
     """DCGM 3 as images carry it: its files collide with DCGM 4's, so dpkg refuses both at once."""
     return Package("datacenter-gpu-manager", LEGACY_DCGM, files={
@@ -140,7 +177,7 @@ STANDIN_VARS = "standin-vars.yml"
 
 
 def build_repo(out: Path, driver_branch: str, driver_version: str, nccl_version: str, efa_version: str,
-               dcgm_version: str) -> Path:
+               dcgm_version: str, dcgm_exporter_version: str, nvlsm_version: str) -> Path:
     """Build a signed flat repository under ``out`` (``deb [signed-by=...] file:///OUT/ /``), the
     stand-in EFA installers (pinned and newer) and ``out/standin-vars.yml``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +199,10 @@ def build_repo(out: Path, driver_branch: str, driver_version: str, nccl_version:
                 *dcgm_packages(dcgm_version, _cuda_major(nccl_version)),
                 *dcgm_packages(NEWER_DCGM, _cuda_major(NEWER_NCCL)),
                 legacy_dcgm_package(),
+                dcgm_exporter_package(dcgm_exporter_version),
+                dcgm_exporter_package(NEWER_DCGM_EXPORTER),
+                nvlsm_package(nvlsm_version),
+                nvlsm_package(NEWER_NVLSM),
                 Package("cuda-keyring", KEYRING_VERSION, arch="all", files={KEYRING_PATH: key}),
             ]
             for pkg in packages:
@@ -197,7 +238,8 @@ def main() -> None:
         sys.exit("usage: python -m tests.integration.standin_repo OUTDIR")
     pins = yaml.safe_load((Path(__file__).resolve().parents[2] / "ansible/group_vars/all.yml").read_text())
     out = build_repo(Path(sys.argv[1]), pins["aidc_driver_branch"], pins["aidc_driver_version"],
-                     pins["aidc_nccl_version"], pins["aidc_efa_installer_version"], pins["aidc_dcgm_version"])
+                     pins["aidc_nccl_version"], pins["aidc_efa_installer_version"], pins["aidc_dcgm_version"],
+                     pins["aidc_dcgm_exporter_version"], pins["aidc_nvlsm_version"])
     print(out)
 
 

@@ -5,21 +5,22 @@
 3. a full run converges both hosts (host 0 from fresh, host 1 after the interruption), and a
    second run reports changed=0 on every host;
 4. the testinfra node checks (tests/hosts) pass on them;
-5. new pins (newer driver, NCCL, EFA and DCGM, as a group_vars change would set) move the held packages on
-   the stand-in repo host, and the run after that changes nothing;
+5. new pins (newer driver, NCCL, EFA, DCGM, dcgm-exporter and nvlsm, as a group_vars change would set) move
+   the held packages on the stand-in repo host, and the run after that changes nothing;
 6. a driver that no package owns stops the driver role before it installs anything;
 7. an EFA installer whose sha256 does not match the pin never runs;
 8. an EFA that came with the image is kept unless efa_replace_preinstalled, then replaced;
-9. a DCGM 3 that came with the image is kept unless dcgm_replace_legacy, then replaced by DCGM 4;
+9. a DCGM 3 that came with the image is kept (without dcgm-exporter, which needs DCGM 4) unless
+   dcgm_replace_legacy, then replaced by DCGM 4 and the exporter;
 10. the EFA pin goes back down on the host that moved up (uninstall first), through an installer
     that fails after writing its marker: the next run installs again and records it;
-11. an NCCL or DCGM pin that no repository offers fails with the way out, before apt runs.
+11. an NCCL, DCGM or dcgm-exporter pin that no repository offers fails with the way out, before apt runs.
 
 Host 0 installs Debian's real nvidia-driver packages; host 1 takes the Ubuntu/CUDA-repo code path
 against the stand-in repo (same names and versions as NVIDIA's; newer versions published beside
-the pinned ones) with fabric manager forced on. Both install EFA from the stand-in installer
-tarball (tests/integration/standin_efa.py). No GPU or EFA device here: those checks skip with their
-reason.
+the pinned ones) with fabric manager forced on, as an NVLink 5 system (nvlsm, ib_umad). Both install
+EFA from the stand-in installer tarball (tests/integration/standin_efa.py). No GPU or EFA device
+here: those checks skip with their reason.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from tests.integration.ansible_run import (
     playbook_command,
 )
 from tests.integration.standin_efa import NEWER_EFA
-from tests.integration.standin_repo import LEGACY_DCGM, NEWER_DCGM, NEWER_DRIVER, NEWER_NCCL
+from tests.integration.standin_repo import (
+    LEGACY_DCGM,
+    NEWER_DCGM,
+    NEWER_DCGM_EXPORTER,
+    NEWER_DRIVER,
+    NEWER_NCCL,
+    NEWER_NVLSM,
+)
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -57,6 +65,7 @@ EFA_MARKER = "/opt/amazon/efa_installed_packages"
 EFA_RECORD = "/var/lib/aidc/efa-installer-version"
 DCGM4 = ("datacenter-gpu-manager-4-core", "datacenter-gpu-manager-4-cuda12",
          "datacenter-gpu-manager-4-proprietary-cuda12")
+EXPORTER = "datacenter-gpu-manager-exporter"
 DCGM_ENABLE = "dcgm : Enable DCGM's host engine (started where a GPU is present)"
 #: Kill the first run once this task starts: the CUDA source list is written, its index not yet.
 INTERRUPT_AT = "Read the repositories APT has indexed"
@@ -126,8 +135,11 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
         f"not idempotent: {changed_tasks(second)}")
     held = set(two_hosts.ssh(two_hosts.hosts[1], "apt-mark showhold").stdout.split())
     wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}",
-              "datacenter-gpu-manager-4-core"}
+              "datacenter-gpu-manager-4-core", EXPORTER, "nvlsm"}
     assert wanted <= held, held
+    # Host 1 is an NVLink 5 system (fabric_manager_nvl5): ib_umad is loaded at boot.
+    modules = two_hosts.ssh(two_hosts.hosts[1], "cat /etc/modules-load.d/aidc-fabric-manager.conf").stdout
+    assert "ib_umad" in modules.split(), modules
     for host in two_hosts.hosts:
         assert _efa_version(two_hosts, host) == pins["aidc_efa_installer_version"]
         plugin = two_hosts.ssh(host, "cat /etc/ld.so.conf.d/aidc-efa.conf").stdout
@@ -161,8 +173,8 @@ def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_p
             skipped.append(skip.get("message", ""))
     unexpected = [m for m in skipped if not any(a in m for a in ALLOWED_SKIPS)]
     assert not unexpected, unexpected
-    # 19 checks per host run here (GPU, EFA device, runtime-sysctl, login-limit and clock checks skip).
-    assert passed >= 2 * 19, f"only {passed} node checks passed"
+    # 21 checks per host run here (GPU, EFA device, runtime-sysctl, login-limit and clock checks skip).
+    assert passed >= 2 * 21, f"only {passed} node checks passed"
 
 
 def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins, standin_repo):
@@ -171,20 +183,23 @@ def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins, 
     cuda_line = NEWER_NCCL.rsplit("+cuda", 1)[1]  # the NCCL pin names its CUDA line; they move together
     new = ["-e", f"aidc_driver_version={NEWER_DRIVER}", "-e", f"aidc_nccl_version={NEWER_NCCL}",
            "-e", f"aidc_cuda_version={cuda_line}", "-e", f"aidc_efa_installer_version={NEWER_EFA}",
-           "-e", f"aidc_dcgm_version={NEWER_DCGM}",
+           "-e", f"aidc_dcgm_version={NEWER_DCGM}", "-e", f"aidc_dcgm_exporter_version={NEWER_DCGM_EXPORTER}",
+           "-e", f"aidc_nvlsm_version={NEWER_NVLSM}",
            "-e", f"aidc_efa_installer_sha256={_sha256(standin_repo / f'aws-efa-installer-{NEWER_EFA}.tar.gz')}",
            "--limit", host.name]
     first = converge(two_hosts, *new)
     _assert_converged(first, [host.name])
     branch = pins["aidc_driver_branch"]
     query = ("dpkg-query -W -f '${Package}=${Version}\\n' libnccl2 nvidia-persistenced datacenter-gpu-manager-4-core "
-             "nvidia-fabricmanager-" + branch)
+             f"{EXPORTER} nvlsm nvidia-fabricmanager-{branch}")
     versions = dict(line.split("=", 1) for line in two_hosts.ssh(host, query).stdout.split())
     assert versions == {"libnccl2": NEWER_NCCL, "nvidia-persistenced": f"{NEWER_DRIVER}-1",
-                        "datacenter-gpu-manager-4-core": NEWER_DCGM,
+                        "datacenter-gpu-manager-4-core": NEWER_DCGM, EXPORTER: NEWER_DCGM_EXPORTER,
+                        "nvlsm": NEWER_NVLSM,
                         f"nvidia-fabricmanager-{branch}": f"{NEWER_DRIVER}-1"}, versions
     held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
-    assert {"libnccl2", "libnccl-dev", "datacenter-gpu-manager-4-core", f"nvidia-fabricmanager-{branch}"} <= held, held
+    assert {"libnccl2", "libnccl-dev", "datacenter-gpu-manager-4-core", EXPORTER, "nvlsm",
+            f"nvidia-fabricmanager-{branch}"} <= held, held
     assert _efa_version(two_hosts, host) == NEWER_EFA
     again = converge(two_hosts, *new)
     _assert_converged(again, [host.name])
@@ -244,7 +259,7 @@ def _dcgm_installed(bed, host) -> set[str]:
 def test_dcgm_3_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pins):
     """9. DCGM 3 (a DLAMI's) blocks DCGM 4 (shared files): kept and reported, or purged on request."""
     host = two_hosts.hosts[0]
-    dcgm4 = " ".join(DCGM4)
+    dcgm4 = " ".join((*DCGM4, EXPORTER))
     swap = (f"apt-mark unhold {dcgm4} && apt-get -y -q purge {dcgm4} && "
             f"apt-get -y -q install datacenter-gpu-manager={LEGACY_DCGM}")
     out = two_hosts.ssh(host, swap, timeout=180)
@@ -257,9 +272,10 @@ def test_dcgm_3_from_the_image_is_kept_unless_replacement_is_asked(two_hosts, pi
     replaced = converge(two_hosts, "--limit", host.name, "-e", "dcgm_replace_legacy=true")
     _assert_converged(replaced, [host.name])
     version = pins["aidc_dcgm_version"]
-    assert _dcgm_installed(two_hosts, host) == {f"{name}={version}" for name in DCGM4}
+    exporter = pins["aidc_dcgm_exporter_version"]
+    assert _dcgm_installed(two_hosts, host) == {f"{name}={version}" for name in DCGM4} | {f"{EXPORTER}={exporter}"}
     held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
-    assert set(DCGM4) <= held, held
+    assert {*DCGM4, EXPORTER} <= held, held
 
 
 def test_efa_pin_goes_down_through_a_late_installer_failure(two_hosts, pins):
@@ -288,7 +304,8 @@ def test_efa_pin_goes_down_through_a_late_installer_failure(two_hosts, pins):
 
 
 @pytest.mark.parametrize(("role", "pin"), [("nccl", "aidc_nccl_version=2.99.9-1+cuda12.8"),
-                                            ("dcgm", "aidc_dcgm_version=1:4.99.9-1")])
+                                            ("dcgm", "aidc_dcgm_version=1:4.99.9-1"),
+                                            ("dcgm", "aidc_dcgm_exporter_version=4.99.9-1")])
 def test_pin_missing_from_the_repository_names_the_way_out(two_hosts, role, pin):
     """11. Not apt's "no package matching": the pin, the repository and where to look."""
     host = two_hosts.hosts[0]
