@@ -26,6 +26,8 @@ from pulumi_kubernetes.core.v1 import (
     EnvVarArgs,
     EnvVarSourceArgs,
     HTTPGetActionArgs,
+    LifecycleArgs,
+    LifecycleHandlerArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
@@ -33,6 +35,7 @@ from pulumi_kubernetes.core.v1 import (
     SecretKeySelectorArgs,
     ServicePortArgs,
     ServiceSpecArgs,
+    SleepActionArgs,
     TolerationArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
@@ -42,6 +45,13 @@ ENGINES: tuple[str, ...] = ("builtin", "vllm")
 GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
 QUEUE_METRIC = "aidc_serve_queue_depth"
+LB_SCHEMES: tuple[str, ...] = ("internal", "internet-facing")
+#: Read by the AWS Load Balancer Controller (whose own default is internal).
+LB_SCHEME_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-scheme"
+#: Read by the legacy cloud-provider controller (classic ELB, default internet-facing).
+LB_INTERNAL_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-internal"
+#: Seconds of grace beyond preStop + drain, for model teardown and process exit.
+EXIT_MARGIN_S = 15
 
 
 @dataclass(kw_only=True)
@@ -63,10 +73,17 @@ class InferenceServiceArgs:
         min_available: PodDisruptionBudget floor; must stay below ``min_replicas`` so that node
             drains can always make progress (default 1).
         max_batch, queue_size: engine slots and admission queue (defaults 64 and 256).
-        drain_timeout_s: SIGTERM drain budget; the pod's grace period adds 15 s (default 60).
+        drain_timeout_s: SIGTERM drain budget (default 60).
+        pre_stop_sleep_s: the pod keeps serving this long after it is marked terminating, before
+            SIGTERM, while kube-proxy and load balancers stop routing to it (default 10; needs
+            Kubernetes >= 1.30 for the ``sleep`` hook). The grace period is
+            ``pre_stop_sleep_s + drain_timeout_s + 15``.
         api_key_secret: name of a Secret whose ``api-key`` entry becomes the bearer token.
         node_selector: node labels the pods require (default: none).
-        service_type: ``ClusterIP`` (default) or ``LoadBalancer``.
+        service_type: ``ClusterIP`` (default) or ``LoadBalancer``; ``LoadBalancer`` requires
+            ``api_key_secret`` (a load balancer in front of an unauthenticated API is refused).
+        load_balancer_scheme: ``internal`` (default: reachable from the VPC only) or
+            ``internet-facing``; only with ``service_type="LoadBalancer"``.
     """
 
     image: str
@@ -85,9 +102,11 @@ class InferenceServiceArgs:
     max_batch: int = 64
     queue_size: int = 256
     drain_timeout_s: int = 60
+    pre_stop_sleep_s: int = 10
     api_key_secret: str | None = None
     node_selector: dict[str, str] = field(default_factory=dict)
     service_type: str = "ClusterIP"
+    load_balancer_scheme: str = "internal"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -106,6 +125,35 @@ class InferenceServiceArgs:
             raise ValueError(f"gpus_per_replica={self.gpus_per_replica}, port={self.port}: need >= 0 and 1..65535")
         if self.service_type not in ("ClusterIP", "LoadBalancer"):
             raise ValueError(f"service_type={self.service_type!r} is invalid: allowed ClusterIP|LoadBalancer")
+        self._check_exposure()
+        if self.pre_stop_sleep_s < 1:
+            raise ValueError(f"pre_stop_sleep_s={self.pre_stop_sleep_s} is invalid: allowed >= 1")
+
+    def _check_exposure(self) -> None:
+        if self.load_balancer_scheme not in LB_SCHEMES:
+            raise ValueError(
+                f"load_balancer_scheme={self.load_balancer_scheme!r} is invalid: allowed {'|'.join(LB_SCHEMES)}"
+            )
+        if self.service_type == "LoadBalancer" and not self.api_key_secret:
+            raise ValueError(
+                "service_type='LoadBalancer' needs api_key_secret: a load balancer would serve the API "
+                "without authentication (use ClusterIP for in-cluster clients)"
+            )
+        if self.load_balancer_scheme != "internal" and self.service_type != "LoadBalancer":
+            raise ValueError(f"load_balancer_scheme={self.load_balancer_scheme!r} needs service_type='LoadBalancer'")
+
+    @property
+    def grace_period_s(self) -> int:
+        """The pod's termination grace period: it runs from the preStop hook, before SIGTERM."""
+        return self.pre_stop_sleep_s + self.drain_timeout_s + EXIT_MARGIN_S
+
+    def service_annotations(self) -> dict[str, str] | None:
+        """AWS scheme annotations: both controllers' keys, so neither falls back to its own default."""
+        if self.service_type != "LoadBalancer":
+            return None
+        if self.load_balancer_scheme == "internal":
+            return {LB_SCHEME_ANNOTATION: "internal", LB_INTERNAL_ANNOTATION: "true"}
+        return {LB_SCHEME_ANNOTATION: "internet-facing"}
 
     def command(self) -> list[str]:
         """The container command; both engines bind all interfaces inside the pod network."""
@@ -162,7 +210,9 @@ class InferenceService(pulumi.ComponentResource):
         )
         self.service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta,
+            metadata=ObjectMetaArgs(
+                name=name, namespace=args.namespace, labels=labels, annotations=args.service_annotations()
+            ),
             spec=ServiceSpecArgs(
                 selector=labels,
                 type=args.service_type,
@@ -235,11 +285,13 @@ def _pod_spec(args: InferenceServiceArgs) -> PodSpecArgs:
         startup_probe=probe(10, 60),
         readiness_probe=probe(5, 2),
         liveness_probe=probe(10, 6),
+        # Endpoints drop a terminating pod asynchronously: keep serving until they have, then drain.
+        lifecycle=LifecycleArgs(pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=args.pre_stop_sleep_s))),
     )
     tolerations = [TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
     return PodSpecArgs(
         containers=[container],
-        termination_grace_period_seconds=args.drain_timeout_s + 15,
+        termination_grace_period_seconds=args.grace_period_s,
         node_selector=args.node_selector or None,
         tolerations=tolerations if args.gpus_per_replica else None,
     )

@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-request-bytes", type=int, default=1 << 20, help="largest request body; bigger: 413 (default 1 MiB)"
     )
+    p.add_argument(
+        "--max-failed-steps",
+        type=int,
+        default=3,
+        help="engine steps failing in a row before /health answers 503 (default 3)",
+    )
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
     p.add_argument("--seed", type=int, default=0, help="seed for random presets and sampling")
     p.add_argument(
@@ -59,6 +65,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         request_timeout_s=a.request_timeout,
         drain_timeout_s=a.drain_timeout,
         max_request_bytes=a.max_request_bytes,
+        max_failed_steps=a.max_failed_steps,
         api_key=a.api_key or os.environ.get("AIDC_SERVE_API_KEY"),
         engine=engine,
     )

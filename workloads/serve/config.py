@@ -85,6 +85,9 @@ class ServerConfig:
         drain_timeout_s: on SIGTERM, how long in-flight requests may take before exit (default 60).
         max_request_bytes: largest accepted request body; bigger ones get 413 before they are
             parsed or tokenized (default 1 MiB, room for a 2048-token prompt many times over).
+        max_failed_steps: ``/health`` answers 503 once this many engine steps in a row have
+            failed (each fails its requests with 500), so that the liveness probe restarts a pod
+            whose GPU is stuck; the next successful step makes it healthy again (default 3).
     """
 
     host: str = "127.0.0.1"
@@ -95,6 +98,7 @@ class ServerConfig:
     api_key: str | None = None
     drain_timeout_s: float = 60.0
     max_request_bytes: int = 1 << 20
+    max_failed_steps: int = 3
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -104,5 +108,6 @@ class ServerConfig:
         _require(self.retry_after_s >= 1, "retry_after_s", self.retry_after_s, ">= 1")
         _require(self.drain_timeout_s > 0, "drain_timeout_s", self.drain_timeout_s, "> 0")
         _require(self.max_request_bytes >= 1024, "max_request_bytes", self.max_request_bytes, ">= 1024")
+        _require(self.max_failed_steps >= 1, "max_failed_steps", self.max_failed_steps, ">= 1")
         if self.api_key is not None:
             _require(len(self.api_key) >= 8, "api_key", "<hidden>", "at least 8 characters")

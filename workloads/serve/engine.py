@@ -99,6 +99,8 @@ class Engine:
         # step t while step t+1 computes. (Tests set it on CPU to check the bookkeeping.)
         self.lag_steps = 1 if on_cuda else 0
         self._steps = 0
+        #: Steps in a row that raised; 0 after any step that succeeds (the server's health reads it).
+        self.failed_steps = 0
 
     # ---- requests (any thread) -----------------------------------------------------------------
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -149,6 +151,11 @@ class Engine:
     def num_running(self) -> int:
         return sum(s is not None for s in self._slots)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the background loop runs: False before ``start``, after ``shutdown``, or if it died."""
+        return self._thread is not None and self._thread.is_alive()
+
     # ---- background loop -----------------------------------------------------------------------
     def start(self) -> None:
         self.runner.capture_all()
@@ -174,8 +181,11 @@ class Engine:
             try:
                 self.step()
             except Exception:  # a failed step must not take the server down: fail its requests
-                log.exception("engine step failed; failing the running requests")
+                self.failed_steps += 1
+                log.exception("engine step failed (%d in a row); failing the running requests", self.failed_steps)
                 self._fail_all()
+            else:
+                self.failed_steps = 0
 
     @property
     def has_work(self) -> bool:

@@ -18,7 +18,13 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class ServeMetrics:
     """Engine observer + HTTP counters. Gauges that mirror engine state are read at scrape time."""
 
-    def __init__(self, queue_depth: Callable[[], int], running: Callable[[], int], window_s: float = 10.0):
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        running: Callable[[], int],
+        window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.registry = CollectorRegistry()
         r = self.registry
         Gauge("aidc_serve_queue_depth", "Requests waiting for a KV-cache slot", registry=r).set_function(queue_depth)
@@ -39,7 +45,7 @@ class ServeMetrics:
             "aidc_serve_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
         )
         self.finished = Counter("aidc_serve_finished_sequences", "Finished sequences by reason", ["reason"], registry=r)
-        self._window_s = window_s
+        self._window_s, self._clock = window_s, clock
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._lock = threading.Lock()
         self._peak = 0
@@ -51,23 +57,30 @@ class ServeMetrics:
         if batch > self._peak:
             self._peak = batch
             self.peak_running.set(batch)
-        with self._lock:
-            self._recent.append((time.monotonic(), tokens))
+        self._record(tokens)
 
     def on_first_token(self, ttft_s: float) -> None:
         self.ttft.observe(ttft_s)
         self.tokens.inc()  # the first token comes from the prefill, not from a decode step
-        with self._lock:
-            self._recent.append((time.monotonic(), 1))
+        self._record(1)
 
     def on_finish(self, seq: Sequence) -> None:
         self.finished.labels(seq.finish_reason or "unknown").inc()
         if seq.tpot_s is not None:
             self.tpot.observe(seq.tpot_s)
 
-    def _tokens_per_second(self) -> float:
-        now = time.monotonic()
+    def _record(self, tokens: int) -> None:
+        now = self._clock()
         with self._lock:
-            while self._recent and self._recent[0][0] < now - self._window_s:
-                self._recent.popleft()
+            self._recent.append((now, tokens))
+            self._trim(now)  # here too, not only on scrape: unscraped, the window would grow forever
+
+    def _trim(self, now: float) -> None:
+        while self._recent and self._recent[0][0] < now - self._window_s:
+            self._recent.popleft()
+
+    def _tokens_per_second(self) -> float:
+        now = self._clock()
+        with self._lock:
+            self._trim(now)
             return sum(n for _, n in self._recent) / self._window_s

@@ -32,6 +32,8 @@ from workloads.serve.sequence import Delta, SamplingParams
 from workloads.serve.unsupported import reject_unsupported
 
 log = logging.getLogger("aidc.serve")
+#: Status logged for a request whose client went away before the answer (nginx's convention).
+CLIENT_CLOSED = 499
 
 
 class _State:
@@ -77,6 +79,11 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     async def health() -> JSONResponse:
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        # 503 lets the liveness probe restart a pod whose engine cannot serve (e.g. a sticky CUDA error)
+        if not engine.alive:
+            return JSONResponse({"status": "engine_stopped"}, status_code=503)
+        if engine.failed_steps >= config.max_failed_steps:
+            return JSONResponse({"status": "engine_failing", "failed_steps": engine.failed_steps}, status_code=503)
         return JSONResponse({"status": "ok", "model": engine.model_name})
 
     @app.get("/metrics")
@@ -184,9 +191,13 @@ async def _generate(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # proxies must not buffer
         )
     text, reason = [], None
+    gone = asyncio.ensure_future(_client_gone(request))
     try:
         while reason is None:
-            delta = await _next(queue, deadline)
+            delta = await _next_or_gone(queue, gone, deadline)
+            if delta is None:  # nobody will read the answer: free the slot now, not at max_tokens
+                engine.abort(seq)
+                return Response(status_code=CLIENT_CLOSED)
             text.append(delta.text)
             reason = delta.finish_reason
     except TimeoutError:
@@ -195,8 +206,10 @@ async def _generate(
     except asyncio.CancelledError:
         engine.abort(seq)
         raise
+    finally:
+        gone.cancel()
     if reason == "error":
-        raise ApiError(500, "the engine failed while generating this request", code="engine_error")
+        raise _engine_error()
     return JSONResponse(shape.full("".join(text), reason, len(seq.out_ids)))
 
 
@@ -215,6 +228,33 @@ async def _next(queue: asyncio.Queue[Delta], deadline: float) -> Delta:
     return await asyncio.wait_for(queue.get(), timeout=max(0.0, deadline - time.monotonic()))
 
 
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects. uvicorn does not cancel a non-streaming handler whose
+    client left, and ``request.is_disconnected()`` never turns true behind the counting middleware
+    (a BaseHTTPMiddleware): waiting on ``receive`` is what sees the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass  # the body was read already: nothing but the disconnect is left to arrive
+
+
+async def _next_or_gone(queue: asyncio.Queue[Delta], gone: asyncio.Future[None], deadline: float) -> Delta | None:
+    """The next delta; None once the client has disconnected; TimeoutError at the deadline."""
+    get = asyncio.ensure_future(queue.get())
+    try:
+        timeout = max(0.0, deadline - time.monotonic())
+        await asyncio.wait((get, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if get.done():
+            return get.result()
+        if gone.done():
+            return None
+        raise TimeoutError
+    finally:
+        get.cancel()  # no-op when done; a cancelled Queue.get leaves its item queued
+
+
+def _engine_error() -> ApiError:
+    return ApiError(500, "the engine failed while generating this request", code="engine_error")
+
+
 async def _stream(
     engine: Engine, seq: Any, queue: asyncio.Queue[Delta], deadline: float, shape: _Shape, usage: bool
 ) -> AsyncIterator[str]:
@@ -226,6 +266,9 @@ async def _stream(
                 delta = await _next(queue, deadline)
             except TimeoutError:
                 yield _sse(ApiError(504, "request timed out", code="timeout").body())
+                break
+            if delta.finish_reason == "error":  # not an OpenAI finish_reason: an error event, as OpenAI sends
+                yield _sse(_engine_error().body())
                 break
             reason = delta.finish_reason if delta.finish_reason != "abort" else "stop"
             if delta.text or reason:

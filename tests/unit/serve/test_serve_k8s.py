@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pulumi
 import pytest
 
@@ -62,12 +64,16 @@ def test_component_resources_and_invariants():
         assert container["command"][:3] == ["python", "-m", "workloads.serve"]
         assert container["command"][container["command"].index("--host") + 1] == "0.0.0.0"
         assert container["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "serve-key", "key": "api-key"}
-        assert pod["terminationGracePeriodSeconds"] > 60  # longer than the server's drain timeout
+        # SIGTERM comes only after the preStop sleep, and the grace period counts from its start:
+        # it must hold the sleep and the server's whole drain (60 s).
+        assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+        assert pod["terminationGracePeriodSeconds"] >= 10 + 60 + 10
         labels = dep["template"]["metadata"]["labels"]
         assert dep["selector"]["matchLabels"] == labels
         assert CREATED[SVC]["inputs"]["spec"]["selector"] == labels
         assert CREATED[PDB]["inputs"]["spec"]["selector"]["matchLabels"] == labels
         assert CREATED[SVC]["inputs"]["spec"]["type"] == "ClusterIP"
+        assert "annotations" not in CREATED[SVC]["inputs"]["metadata"]  # no load balancer: no scheme
         hpa = CREATED[HPA]["inputs"]["spec"]
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 9)
         assert [m["type"] for m in hpa["metrics"]] == ["Resource"]  # no queue metric unless asked
@@ -95,6 +101,47 @@ def test_vllm_engine_and_cpu_only_replicas():
     return _all_registered(svc).apply(check)
 
 
+SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
+LEGACY_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
+
+
+@pulumi.runtime.test
+def test_load_balancer_is_internal_unless_asked():
+    svc = _build(service_type="LoadBalancer", api_key_secret="serve-key")
+
+    def check(_):
+        assert CREATED[SVC]["inputs"]["spec"]["type"] == "LoadBalancer"
+        # Both controllers' keys: the legacy one otherwise makes an internet-facing ELB.
+        assert CREATED[SVC]["inputs"]["metadata"]["annotations"] == {SCHEME: "internal", LEGACY_INTERNAL: "true"}
+
+    return _all_registered(svc).apply(check)
+
+
+@pulumi.runtime.test
+def test_internet_facing_load_balancer_on_request_with_the_key():
+    svc = _build(service_type="LoadBalancer", api_key_secret="serve-key", load_balancer_scheme="internet-facing")
+
+    def check(_):
+        assert CREATED[SVC]["inputs"]["metadata"]["annotations"] == {SCHEME: "internet-facing"}
+        container = CREATED[DEPLOY]["inputs"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "serve-key", "key": "api-key"}
+
+    return _all_registered(svc).apply(check)
+
+
+@pulumi.runtime.test
+def test_grace_period_covers_pre_stop_and_drain():
+    svc = _build(pre_stop_sleep_s=20, drain_timeout_s=120)
+
+    def check(_):
+        pod = CREATED[DEPLOY]["inputs"]["spec"]["template"]["spec"]
+        assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] == 20
+        assert pod["terminationGracePeriodSeconds"] == 20 + 120 + 15
+        assert pod["containers"][0]["command"][-2:] == ["--drain-timeout", "120"]
+
+    return _all_registered(svc).apply(check)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -102,8 +149,26 @@ def test_vllm_engine_and_cpu_only_replicas():
         ({"min_replicas": 3, "max_replicas": 2}, "need 1 <= min_replicas <= max_replicas"),
         ({"min_replicas": 2, "min_available": 2}, "min_available=2 is invalid: allowed 0..1"),
         ({"service_type": "NodePort"}, "service_type='NodePort' is invalid"),
+        (
+            {"service_type": "LoadBalancer"},
+            "service_type='LoadBalancer' needs api_key_secret: a load balancer would serve the API "
+            "without authentication",
+        ),
+        (
+            {"service_type": "LoadBalancer", "load_balancer_scheme": "internet-facing"},
+            "service_type='LoadBalancer' needs api_key_secret",
+        ),
+        (
+            {"load_balancer_scheme": "public"},
+            "load_balancer_scheme='public' is invalid: allowed internal|internet-facing",
+        ),
+        (
+            {"load_balancer_scheme": "internet-facing", "api_key_secret": "k"},
+            "load_balancer_scheme='internet-facing' needs service_type='LoadBalancer'",
+        ),
+        ({"pre_stop_sleep_s": 0}, "pre_stop_sleep_s=0 is invalid: allowed >= 1"),
     ],
 )
 def test_contradictory_args_raise_naming_the_field(overrides, message) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         InferenceServiceArgs(image="i", model="m", **overrides)
