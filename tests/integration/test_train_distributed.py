@@ -1,5 +1,6 @@
 """2-rank gloo training under torchrun: DDP and FSDP2 learn; kill -9 of a worker and a crash in the
-middle of a checkpoint write both resume to losses bit-identical to an uninterrupted run."""
+middle of a checkpoint write both resume to losses bit-identical to an uninterrupted run; checkpoint
+work that outlasts the short start-up timeout does not kill the job."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from workloads.train.checkpoint import LocalStore, step_name
 from workloads.train.local import run_local
 from workloads.train.metrics import read_metrics
 
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
 CKPT_EVERY = 10
 # Short gloo timeout: restarted workers retry connectFullMesh quickly (FACTS.md "Restarts").
@@ -125,3 +127,22 @@ def test_crash_during_checkpoint_write_resumes_from_previous(baseline_ddp, tmp_p
     assert losses_hex(steps) == losses_hex(ref)
     assert LocalStore(str(ckpt)).valid_steps() == [20, 30]
     assert sorted(p.name for p in ckpt.iterdir()) == [step_name(20), step_name(30)]
+
+
+def test_checkpoint_work_longer_than_the_dist_timeout_completes(tmp_path):
+    """Rank 0 lists checkpoints alone, for longer than AIDC_DIST_TIMEOUT_S, while rank 1 waits for it:
+    before resuming and when pruning after the save. Both waits must survive."""
+    timeout_s, stall_s = 4, 7
+    ckpt = tmp_path / "ckpt"
+    args = ["--preset", "tiny", "--steps", "2", "--seq-len", "16", "--batch-size", "2", "--ckpt-dir", str(ckpt)]
+    proc = run_local(
+        2,
+        [*args, "--ckpt-every", "2"],
+        env={"AIDC_DIST_TIMEOUT_S": str(timeout_s), "AIDC_TEST_STALL_S": str(stall_s)},
+        module="tests.integration.train_slow_checkpoint",
+        cwd=str(REPO),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "step      2/2" in proc.stdout
+    assert LocalStore(str(ckpt)).valid_steps() == [2]

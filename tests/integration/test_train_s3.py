@@ -16,6 +16,7 @@ import boto3
 import pytest
 import torch
 
+from workloads.train.__main__ import main
 from workloads.train.checkpoint import MARKER, CheckpointManager, step_name
 from workloads.train.config import PRESETS, TrainConfig
 from workloads.train.local import free_port, run_local
@@ -117,6 +118,43 @@ def test_s3_checkpoints_are_encrypted_retained_and_validated(bucket, kms_key, s3
     assert mgr.newest_step() == 2
     s3.delete_object(Bucket=bucket, Key=f"runs/a/{step_name(2)}/{MARKER}")
     assert mgr.newest_step() is None
+
+
+def _train_cli(capsys, ckpt_dir: str, metrics: Path) -> tuple[int, list[str]]:
+    args = ["--preset", "tiny", "--steps", "2", "--seq-len", "16", "--batch-size", "2", "--metrics", str(metrics)]
+    rc = main([*args, "--ckpt-dir", ckpt_dir, "--ckpt-every", "1"])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_missing_bucket_fails_before_training_with_one_error_line(aws_env, capsys, tmp_path):
+    bucket = f"aidc-missing-{uuid.uuid4().hex[:12]}"
+    rc, err = _train_cli(capsys, f"s3://{bucket}/run", tmp_path / "m.jsonl")
+    assert rc == 2
+    assert err == [f"error: --ckpt-dir s3://{bucket}/run: bucket {bucket} does not exist (NoSuchBucket)"]
+    assert not (tmp_path / "m.jsonl").exists(), "no training step may run"
+
+
+def test_unreachable_endpoint_fails_with_one_error_line(aws_env, capsys, tmp_path, monkeypatch):
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("AIDC_S3_ENDPOINT", endpoint)
+    rc, err = _train_cli(capsys, "s3://aidc-any/run", tmp_path / "m.jsonl")
+    assert rc == 2
+    assert err == [
+        "error: --ckpt-dir s3://aidc-any/run: checking the bucket failed: "
+        f'Could not connect to the endpoint URL: "{endpoint}/aidc-any"'
+    ]
+
+
+def test_missing_credentials_fail_with_one_error_line(aws_env, bucket, capsys, tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(var, os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches the credentials it found before
+    rc, err = _train_cli(capsys, f"s3://{bucket}/run", tmp_path / "m.jsonl")
+    assert rc == 2
+    assert err == [f"error: --ckpt-dir s3://{bucket}/run: checking the bucket failed: Unable to locate credentials"]
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         train(cfg)
-    except (DataError, CheckpointError) as exc:
+    except (DataError, CheckpointError, ConfigError) as exc:  # ConfigError: e.g. a --metrics path not writable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     shutdown()

@@ -8,6 +8,8 @@ Atomicity: a checkpoint is valid only when its final name ``step_NNNNNNNN`` exis
 written into ``step_NNNNNNNN.tmp`` and renamed after the marker is in place; on S3 the marker object
 is uploaded after every data object (see :mod:`workloads.train.s3store`). A crash at any point
 leaves either the previous valid checkpoint as newest, or a complete new one.
+
+Every wait of one rank for another goes through :mod:`workloads.train.coordination`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,22 +34,22 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from workloads.train import faults
 from workloads.train.config import ModelConfig
+from workloads.train.coordination import (  # CheckpointError: re-exported, this module's error
+    CheckpointError,
+    _distributed,
+    _rank,
+    coordination_group,
+    on_every_rank,
+    on_rank0,
+)
 
 MARKER = "COMPLETE.json"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint location or file that cannot be used."""
-
-
 def step_name(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @contextlib.contextmanager
@@ -55,15 +58,6 @@ def dcp_mode() -> Iterator[bool]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
         yield not _distributed()
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
 
 
 def file_sizes(root: Path) -> dict[str, int]:
@@ -129,7 +123,8 @@ def write_local_checkpoint(stage: Path, state: dict[str, Any], train_state: dict
     """DCP-save ``state`` and this rank's ``train_state`` into ``stage`` (every rank calls this)."""
     stage.mkdir(parents=True, exist_ok=True)
     with dcp_mode() as no_dist:
-        dcp.save(state, storage_writer=dcp.FileSystemWriter(str(stage), sync_files=True), no_dist=no_dist)
+        writer = dcp.FileSystemWriter(str(stage), sync_files=True)
+        dcp.save(state, storage_writer=writer, process_group=coordination_group(), no_dist=no_dist)
     with open(stage / f"train_state_rank{_rank()}.pt", "wb") as fh:
         torch.save(train_state, fh)
         fh.flush()
@@ -149,6 +144,38 @@ def check_local_dir(root: Path) -> None:
         raise CheckpointError(f"--ckpt-dir {root}:{where} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise CheckpointError(f"--ckpt-dir {root}: {probe} is not writable")
+
+
+def check_shared_dir(root: Path) -> None:
+    """Refuse, before any training step, a directory that not every rank sees (call on every rank).
+
+    Every rank writes a probe file into it, and rank 0 looks for all of them: a local path on a
+    multi-node job would otherwise fail only at the first save, when rank 0 misses other nodes' files.
+    """
+    token = on_rank0(lambda: uuid.uuid4().hex[:12])
+    world = dist.get_world_size() if _distributed() else 1
+    probes = [root / f".probe-{token}-rank{r}" for r in range(world)]
+
+    def write_probe() -> None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probes[_rank()].touch()
+        except OSError as exc:
+            raise CheckpointError(f"--ckpt-dir {root}: rank {_rank()} cannot write there ({exc})") from None
+
+    def all_visible() -> None:
+        missing = [str(r) for r, p in enumerate(probes) if not p.exists()]
+        if missing:
+            raise CheckpointError(
+                f"--ckpt-dir {root} is not shared by all ranks: rank 0 does not see the files of rank(s) "
+                f"{', '.join(missing)}; multi-node jobs need storage every node sees (FSx for Lustre) or s3://"
+            )
+
+    try:
+        on_every_rank(write_probe)
+        on_rank0(all_visible)
+    finally:
+        on_every_rank(lambda: probes[_rank()].unlink(missing_ok=True))
 
 
 class LocalStore:
@@ -186,25 +213,26 @@ class LocalStore:
         self, step: int, state: dict[str, Any], train_state: dict[str, Any], model: dict[str, Any] | None = None
     ) -> None:
         final, tmp = self.root / step_name(step), self.root / (step_name(step) + ".tmp")
-        if _rank() == 0:
+
+        def fresh_tmp() -> None:
             shutil.rmtree(tmp, ignore_errors=True)  # a partial write of an earlier, crashed attempt
             tmp.mkdir(parents=True)
-        _barrier()
-        write_local_checkpoint(tmp, state, train_state)
-        _barrier()
-        faults.maybe_die("AIDC_FAULT_IN_SAVE_AT_STEP", step, _rank())
-        if _rank() == 0:
+
+        def publish() -> None:
             _write_json_durably(tmp / MARKER, marker_payload(step, file_sizes(tmp), str(tmp), model))
             if final.exists():
                 shutil.rmtree(final)
             os.rename(tmp, final)  # atomic on POSIX and on Lustre: readers see all or nothing
             _fsync_dir(self.root)
-        _barrier()
+
+        on_rank0(fresh_tmp)
+        on_every_rank(lambda: write_local_checkpoint(tmp, state, train_state))
+        faults.maybe_die("AIDC_FAULT_IN_SAVE_AT_STEP", step, _rank())
+        on_rank0(publish)  # the others wait until it is published
 
     def load(self, step: int, state: dict[str, Any]) -> dict[str, Any]:
         d = self.root / step_name(step)
-        with dcp_mode() as no_dist:
-            dcp.load(state, storage_reader=dcp.FileSystemReader(str(d)), no_dist=no_dist)
+        load_local_checkpoint(d, state)
         return load_train_state(d)
 
     def prune(self, keep_last: int) -> list[int]:
@@ -220,6 +248,13 @@ class LocalStore:
             if step in doomed or (step < newest and step not in valid):
                 shutil.rmtree(d, ignore_errors=True)
         return doomed
+
+
+def load_local_checkpoint(d: Path, state: dict[str, Any]) -> None:
+    """DCP-load ``state`` in place from directory ``d`` (every rank calls this)."""
+    with dcp_mode() as no_dist:
+        reader = dcp.FileSystemReader(str(d))
+        dcp.load(state, storage_reader=reader, process_group=coordination_group(), no_dist=no_dist)
 
 
 def load_train_state(d: Path) -> dict[str, Any]:
@@ -258,7 +293,10 @@ class CheckpointManager:
     def __init__(
         self, location: str, *, keep_last: int = 3, kms_key_id: str = "", model: dict[str, Any] | None = None
     ) -> None:
-        self.store = make_store(location, kms_key_id=kms_key_id)
+        coordination_group()  # collective: here, where every rank passes at the same point
+        self.store = on_every_rank(lambda: make_store(location, kms_key_id=kms_key_id))
+        if isinstance(self.store, LocalStore) and _distributed():
+            check_shared_dir(self.store.root)
         self.keep_last = keep_last
         self.model = model
 
@@ -267,22 +305,16 @@ class CheckpointManager:
     ) -> None:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         self.store.save(step, {"model": model_sd, "optim": optim_sd}, train_state, self.model)
-        if _rank() == 0:
-            self.store.prune(self.keep_last)
-        _barrier()
+        on_rank0(lambda: self.store.prune(self.keep_last))
 
     def _newest(self) -> tuple[int | None, dict[str, Any] | None]:
         """(newest valid step, the model its marker records) as rank 0 sees them, agreed by all ranks."""
-        found: tuple[int | None, dict[str, Any] | None] = (None, None)
-        if _rank() == 0:
+
+        def newest() -> tuple[int | None, dict[str, Any] | None]:
             valid = self.store.valid_steps()
-            if valid:
-                found = (valid[-1], self.store.marker(valid[-1]).get("model"))
-        if _distributed():
-            box = [found]
-            dist.broadcast_object_list(box, src=0)
-            found = box[0]
-        return found
+            return (valid[-1], self.store.marker(valid[-1]).get("model")) if valid else (None, None)
+
+        return on_rank0(newest)
 
     def newest_step(self) -> int | None:
         """The newest valid step as rank 0 sees it, agreed by all ranks."""

@@ -7,6 +7,7 @@ value and what is allowed, so the CLI can print one line instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -139,7 +140,13 @@ class TrainConfig:
             value = getattr(self, name)
             _require(isinstance(value, int) and value >= 0, name, value, "must be an integer >= 0")
         _require(self.warmup <= self.steps, "warmup", self.warmup, f"must be <= --steps ({self.steps})")
-        _require(self.lr > 0, "lr", self.lr, "must be > 0")
+        _require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "must be a finite number > 0")
+        _require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "weight_decay",
+            self.weight_decay,
+            "must be a finite number >= 0",
+        )
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas", (self.beta1, self.beta2), "in [0, 1)")
         _require(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0 (0 disables clipping)")

@@ -14,6 +14,7 @@ Shard layout (little endian): 32-byte header, then ``num_tokens`` tokens of ``ui
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,39 @@ def read_header(path: str | Path) -> ShardHeader:
     return ShardHeader(token_bytes=token_bytes, num_tokens=num_tokens, vocab_size=vocab_size)
 
 
-def load_tokens(path: str | Path) -> tuple[np.ndarray, int]:
-    """All tokens of a shard file or of every ``*.bin`` in a directory (sorted), and the vocab size."""
+class ShardedTokens:
+    """Shards read as one token sequence, in order, without loading them: their memmaps and ends.
+
+    A slice copies only the tokens it covers (from two shards when it spans a boundary), so a rank
+    holds one batch in memory, not the data set.
+    """
+
+    def __init__(self, shards: Sequence[np.ndarray]) -> None:
+        self.shards = tuple(shards)
+        self.ends = np.cumsum([len(s) for s in self.shards], dtype=np.int64)
+        self.dtype = np.result_type(*self.shards)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("ShardedTokens takes contiguous slices only")
+        start, stop, _ = index.indices(len(self))
+        parts = []
+        for i in range(int(np.searchsorted(self.ends, start, side="right")), len(self.shards)):
+            base = int(self.ends[i]) - len(self.shards[i])
+            if base >= stop:
+                break
+            parts.append(self.shards[i][max(start - base, 0) : stop - base])
+        return np.concatenate(parts, dtype=self.dtype) if parts else np.empty(0, dtype=self.dtype)
+
+
+def load_tokens(path: str | Path) -> tuple[np.ndarray | ShardedTokens, int]:
+    """The tokens of a shard file or of every ``*.bin`` in a directory (sorted), and the vocab size.
+
+    Memory-mapped, never read whole: a directory gives a :class:`ShardedTokens` over the shards.
+    """
     p = Path(path)
     files = sorted(p.glob("*.bin")) if p.is_dir() else [p]
     if not files or not files[0].exists():
@@ -78,7 +110,7 @@ def load_tokens(path: str | Path) -> tuple[np.ndarray, int]:
         h = read_header(f)
         vocab = max(vocab, h.vocab_size)
         parts.append(np.memmap(f, dtype=_DTYPES[h.token_bytes], mode="r", offset=HEADER_BYTES))
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), vocab
+    return (parts[0] if len(parts) == 1 else ShardedTokens(parts)), vocab
 
 
 def synthetic_permutation(seed: int, vocab_size: int) -> np.ndarray:
@@ -114,7 +146,7 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.vocab_size = vocab_size
         self.position = 0
-        self._tokens: np.ndarray | None = None
+        self._tokens: np.ndarray | ShardedTokens | None = None
         self._perm = synthetic_permutation(seed, vocab_size)
         self._order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         if data != "synthetic":

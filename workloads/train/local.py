@@ -22,9 +22,14 @@ def free_port() -> int:
 
 
 def torchrun_local_cmd(
-    nproc: int, train_args: Sequence[str], *, port: int | None = None, max_restarts: int = 0
+    nproc: int,
+    train_args: Sequence[str],
+    *,
+    port: int | None = None,
+    max_restarts: int = 0,
+    module: str = "workloads.train",
 ) -> list[str]:
-    """torchrun argv for ``nproc`` workers of ``workloads.train`` on loopback."""
+    """torchrun argv for ``nproc`` workers of ``module`` (the trainer, or a test's wrapper of it) on loopback."""
     torchrun = Path(sys.executable).with_name("torchrun")
     return [
         str(torchrun) if torchrun.exists() else "torchrun",
@@ -34,7 +39,7 @@ def torchrun_local_cmd(
         f"--rdzv-endpoint=127.0.0.1:{port or free_port()}",
         f"--max-restarts={max_restarts}",
         "-m",
-        "workloads.train",
+        module,
         *train_args,
     ]
 
@@ -47,6 +52,7 @@ def run_local(
     max_restarts: int = 0,
     timeout: float = 300,
     cwd: str | None = None,
+    module: str = "workloads.train",
 ) -> subprocess.CompletedProcess:
     """Run to completion (bounded by ``timeout``); stdout and stderr captured together.
 
@@ -56,7 +62,7 @@ def run_local(
     full_env = {**os.environ, **(env or {})}
     # One intra-op thread per worker: deterministic kernels and no oversubscription of small CPUs.
     full_env.setdefault("OMP_NUM_THREADS", "1")
-    argv = torchrun_local_cmd(nproc, train_args, max_restarts=max_restarts)
+    argv = torchrun_local_cmd(nproc, train_args, max_restarts=max_restarts, module=module)
     proc = subprocess.Popen(
         argv, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )

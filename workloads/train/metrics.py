@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import torch
 
+from workloads.train.config import ConfigError
+
 
 def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
@@ -26,15 +28,22 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``path`` (rank 0 only; other ranks pass ``enabled=False``)."""
+    """Appends JSON lines to ``path`` (rank 0 only; other ranks pass ``enabled=False``).
+
+    A path that cannot be written raises :class:`ConfigError` naming ``--metrics``.
+    """
 
     def __init__(self, path: str, *, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
         self._fh = None
         self._stream = stream or sys.stdout
         if enabled and path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "a", buffering=1)  # line-buffered: a kill -9 loses at most one line
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(path, "a", buffering=1)  # line-buffered: a kill -9 loses at most one line
+            except OSError as exc:
+                reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror  # a file in the way
+                raise ConfigError("--metrics", path, f"cannot be written ({reason}: {exc.filename})") from None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is not None:

@@ -47,6 +47,7 @@ def setup_distributed() -> Dist:
 
     The timeout matters on restarts: a new gloo group can fail ``connectFullMesh`` several times
     and, without a timeout, hang for the 30-minute default (FACTS.md "Restarts on one machine").
+    Checkpoint waits, which can be far longer, run on a group of their own (:mod:`.coordination`).
     """
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -288,6 +289,7 @@ def prepare(cfg: TrainConfig) -> Run:
             kms_key_id=cfg.kms_key_id,
             model=model_identity(cfg.preset_name, cfg.model),
         )
+    metrics = MetricsWriter(cfg.metrics, enabled=ctx.rank == 0)  # an unwritable --metrics fails before any work
     runnable, wrapped, gpt = build_model(cfg, ctx)
     optimizer = build_optimizer(cfg, gpt, ctx.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -300,7 +302,6 @@ def prepare(cfg: TrainConfig) -> Run:
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    metrics = MetricsWriter(cfg.metrics, enabled=ctx.rank == 0)
     return Run(cfg, ctx, runnable, wrapped, gpt, optimizer, scheduler, loader, metrics, manager)
 
 

@@ -35,6 +35,33 @@ def test_ckpt_dir_that_is_a_file_fails_before_training(tmp_path, capsys, sub):
     assert not metrics.exists(), "no training step may run"
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "allowed"),
+    [
+        ("--lr", "inf", "must be a finite number > 0"),
+        ("--lr", "nan", "must be a finite number > 0"),
+        ("--weight-decay", "-0.1", "must be a finite number >= 0"),
+        ("--weight-decay", "inf", "must be a finite number >= 0"),
+    ],
+)
+def test_non_finite_lr_and_negative_weight_decay_are_refused(capsys, flag, value, allowed):
+    rc, _, err = run_cli(capsys, "--steps", "1", flag, value)
+    assert rc == 2
+    assert err.strip().splitlines() == [f"error: {flag} {float(value)} is invalid: {allowed}"]
+
+
+@pytest.mark.parametrize("sub", ["m.jsonl", "sub/m.jsonl"])
+def test_metrics_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys, sub):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    rc, _, err = run_cli(capsys, "--steps", "1", "--metrics", f"{afile}/{sub}")
+    assert rc == 2
+    in_the_way = afile if sub == "m.jsonl" else afile / "sub"
+    assert err.strip().splitlines() == [
+        f"error: --metrics {afile}/{sub} is invalid: cannot be written (Not a directory: {in_the_way})"
+    ]
+
+
 def test_resume_with_another_preset_names_the_checkpoint_and_the_mismatch(tmp_path, capsys):
     ckpt = str(tmp_path / "ckpt")
     assert run_cli(capsys, "--steps", "2", "--ckpt-dir", ckpt, "--ckpt-every", "2")[0] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from workloads.train.data import (
     HEADER_BYTES,
     BatchLoader,
     DataError,
+    load_tokens,
     read_header,
     synthetic_permutation,
     write_shard,
@@ -122,6 +124,35 @@ def test_tokenize_byte_fallback_feeds_the_loader(tmp_path, capsys):
 def test_data_path_without_shards_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no token shard found"):
         BatchLoader(data=str(tmp_path), batch_size=1, seq_len=8, vocab_size=256, seed=0, rank=0, world_size=1)
+
+
+def test_a_directory_of_shards_is_mapped_not_loaded_and_reads_as_their_concatenation(tmp_path):
+    rng = np.random.default_rng(0)
+    shards = [rng.integers(0, 256, n) for n in (300_001, 5, 0, 200_003)]  # 1 MB of uint16 tokens
+    (tmp_path / "dir").mkdir()
+    for i, tokens in enumerate(shards):
+        write_shard(tmp_path / "dir" / f"part{i}.bin", tokens, 256)
+    whole = np.concatenate(shards)
+    write_shard(tmp_path / "whole.bin", whole, 256)  # what a directory used to be read as
+
+    tracemalloc.start()
+    try:
+        tokens, vocab = load_tokens(tmp_path / "dir")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, f"loading allocated {peak} bytes: the shards were copied"
+    assert vocab == 256 and len(tokens) == len(whole)
+    assert all(isinstance(s, np.memmap) for s in tokens.shards)
+    for start, stop in [(0, 10), (300_000, 300_010), (299_990, 300_020), (300_004, 300_007), (0, len(whole))]:
+        assert np.array_equal(tokens[start:stop], whole[start:stop]), (start, stop)
+
+    # Windows of 17 tokens cross every shard boundary; batches equal those of the one-file data.
+    args = {"batch_size": 8, "seq_len": 16, "vocab_size": 256, "seed": 5, "world_size": 2}
+    sharded = BatchLoader(data=str(tmp_path / "dir"), rank=1, **args)
+    one_file = BatchLoader(data=str(tmp_path / "whole.bin"), rank=1, **args)
+    for _ in range(50):
+        assert all(torch.equal(a, b) for a, b in zip(sharded.next_batch(), one_file.next_batch(), strict=True))
 
 
 def test_lr_schedule_warms_up_then_decays_to_floor():
