@@ -142,12 +142,14 @@ class NodePool(ConfigModel):
     """One homogeneous group of GPU nodes.
 
     ``efa`` unset means: on when the type has EFA and the role is ``train``. ``placementGroup``
-    unset means, by ``capacity.type``: on-demand/spot - a new cluster group exactly when the pool
-    uses EFA; capacity-block - none (AWS delivers the block co-located; a group would add a
-    constraint outside the reservation); odcr - the reservation's own group when
-    ``capacity.reservationPlacementGroup`` is set, else none (the reservation serves no group the
-    stack could create). ``availabilityZones`` unset means: the first cluster AZ (EFA pools must
-    stay in one AZ), or all cluster AZs for Auto Scaling pools.
+    unset means, by ``capacity.type``: capacity-block - none (AWS delivers the block co-located; a
+    group adds a constraint outside the reservation, and ParallelCluster warns against it); odcr -
+    the reservation's own group when ``capacity.reservationPlacementGroup`` is set (it only serves
+    launches into that group), else as on-demand; on-demand/spot - a new cluster group exactly when
+    the pool uses EFA. An explicit ``placementGroup: true`` keeps a new group on a Capacity Block
+    (a stack deployed before this default cannot delete a group its instances are in); CrossGuard
+    warns about it. ``availabilityZones`` unset means: the first cluster AZ (EFA pools must stay in
+    one AZ), or all cluster AZs for Auto Scaling pools.
     """
 
     name: str = Field(..., pattern=rf"^({NAME_RE})$")
@@ -188,8 +190,8 @@ class NodePool(ConfigModel):
             return self.placement_group
         if self.capacity.type == "capacity-block":
             return False
-        if self.capacity.type == "odcr":
-            return self.capacity.reservation_placement_group is not None
+        if self.capacity.reservation_placement_group is not None:
+            return True
         return self.uses_efa
 
     @property
@@ -234,24 +236,11 @@ class NodePool(ConfigModel):
         return self
 
     def _placement_rules(self) -> None:
-        # ParallelCluster's PlacementGroupCapacityTypeValidator: a placement group the reservation
-        # was not created in asks for capacity outside it (InsufficientInstanceCapacity while the
-        # reserved instances sit idle).
+        # ParallelCluster's PlacementGroupCapacityReservationValidator: a reservation created in a
+        # placement group only serves launches into that group. (A group on a Capacity Block, or a
+        # new group for an ODCR made outside any, is only a warning there, and in the policy pack:
+        # a stack deployed before may hold instances in its group, which AWS cannot delete.)
         cap = self.capacity
-        if self.placement_group and cap.type == "capacity-block":
-            raise ValueError(
-                "placementGroup: true cannot be combined with capacity.type 'capacity-block': AWS delivers a "
-                "Capacity Block already co-located, and a cluster placement group adds a constraint outside "
-                "the reservation, so launches can fail with InsufficientInstanceCapacity; remove placementGroup "
-                "or set it to false"
-            )
-        if self.placement_group and cap.type == "odcr" and cap.reservation_placement_group is None:
-            raise ValueError(
-                f"placementGroup: true with capacity.type 'odcr' would launch into a new placement group, but "
-                f"reservation {cap.reservation_id} only serves launches into the group it was created in (or, "
-                "if none, launches outside any cluster group); set capacity.reservationPlacementGroup to the "
-                "group the reservation was created in, or remove placementGroup"
-            )
         if self.placement_group is False and cap.reservation_placement_group is not None:
             raise ValueError(
                 f"placementGroup: false contradicts capacity.reservationPlacementGroup "

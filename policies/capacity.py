@@ -7,10 +7,13 @@ ParallelCluster's semantics, restated for launch templates:
   reservation, and should launch into no placement group: AWS delivers the block co-located, and
   a cluster group adds a placement constraint outside the reservation (InsufficientInstanceCapacity
   although the block has room). ParallelCluster only *warns* about this, so the rule is advisory;
-  aidc creates no group for a Capacity Block pool (``infra.config`` refuses ``placementGroup:
-  true`` there). A block's AZ is not a stack resource, so this pack does not judge it;
+  aidc creates no group for a Capacity Block pool unless ``placementGroup: true`` keeps one (a
+  stack deployed earlier cannot delete a group its instances are in). A block's AZ is not a stack
+  resource, so this pack does not judge it;
 - a targeted ODCR created in a placement group (``placementGroupArn``) only serves launches into
-  that same group; an ODCR without one serves launches outside any cluster placement group;
+  that same group. An ODCR without one still serves matching launches into a cluster group, but
+  the group's constraint may ask for capacity outside the reservation (ParallelCluster warns); for
+  a reservation the stack itself declares, create it in the pool's group;
 - the reservation's instance type and AZ must match the template's and its subnets'.
 """
 
@@ -133,7 +136,8 @@ def _reservation_findings(index: StackIndex, pool: Pool, cr: StackResource) -> l
             found.append(f"reservation {cr.name} was created in a placement group the pool does not launch into")
     elif groups or names:
         found.append(f"reservation {cr.name} has no placementGroupArn, but the pool launches into a placement "
-                     "group: the group's placement constraint would ask for capacity outside the reservation")
+                     "group: the group's placement constraint may ask for capacity outside the reservation; create the "
+                     "reservation in the pool's group")
     return found
 
 

@@ -94,8 +94,14 @@ def test_odcr_in_a_placement_group_launches_into_that_existing_group():
     assert run.outputs["nodePools"]["train"]["placementGroup"] == "odcr-p5-pg"
 
 
-def test_odcr_outside_any_group_launches_into_none():
+def test_odcr_outside_any_group_is_placed_as_on_demand():
+    """An ODCR made outside any group serves matching launches into a cluster group too (AWS), so an
+    EFA pool keeps co-location; placementGroup: false trades it for capacity."""
     run = _pool_run(capacity=ODCR)
+    (lt,) = run.of_type(LT)
+    (pg,) = run.of_type(PG)
+    assert pg.inputs["strategy"] == "cluster" and placement_group_of(lt) == pg.outputs["name"]
+    run = _pool_run(capacity=ODCR, placementGroup=False)
     (lt,) = run.of_type(LT)
     assert run.of_type(PG) == [] and placement_group_of(lt) is None
 

@@ -184,20 +184,6 @@ POOL_CASES = {
         "aidc:cluster.nodePools[0].capacity.reservationAvailabilityZone: reservation cr-0123456789abcdef0 is in "
         "'us-east-1a' but the pool would be in ['us-east-1b']; set availabilityZones: ['us-east-1a']",
     ),
-    "placement group forced onto a capacity block": (
-        lambda r: pool(r).update(capacity=CB, placementGroup=True),
-        "aidc:cluster.nodePools[0].placementGroup: true cannot be combined with capacity.type 'capacity-block': "
-        "AWS delivers a Capacity Block already co-located, and a cluster placement group adds a constraint "
-        "outside the reservation, so launches can fail with InsufficientInstanceCapacity; remove placementGroup "
-        "or set it to false",
-    ),
-    "new placement group for an ODCR": (
-        lambda r: pool(r).update(capacity=ODCR, placementGroup=True),
-        "aidc:cluster.nodePools[0].placementGroup: true with capacity.type 'odcr' would launch into a new "
-        "placement group, but reservation cr-0123456789abcdef0 only serves launches into the group it was created "
-        "in (or, if none, launches outside any cluster group); set capacity.reservationPlacementGroup to the "
-        "group the reservation was created in, or remove placementGroup",
-    ),
     "ODCR group turned off": (
         lambda r: pool(r).update(capacity={**ODCR, "reservationPlacementGroup": "odcr-pg"}, placementGroup=False),
         "aidc:cluster.nodePools[0].placementGroup: false contradicts capacity.reservationPlacementGroup "
@@ -257,7 +243,7 @@ def test_invalid_pool_has_one_clear_message(case):
 PLACEMENT_DEFAULTS = {
     "on-demand EFA": ({"type": "on-demand"}, True, None),
     "capacity block": (CB, False, None),
-    "ODCR outside any group": (ODCR, False, None),
+    "ODCR outside any group": (ODCR, True, None),  # as on-demand: a new group for an EFA pool
     "ODCR in a group": ({**ODCR, "reservationPlacementGroup": "odcr-pg"}, True, "odcr-pg"),
 }
 
@@ -273,6 +259,12 @@ def test_placement_group_default_follows_the_capacity_type(case):
 def test_explicit_placement_group_settings_that_agree_with_the_reservation_load():
     no_group = load(lambda r: pool(r).update(capacity=CB, placementGroup=False)).cluster.node_pools[0]
     assert not no_group.uses_placement_group
+    # A stack deployed before Capacity Blocks lost their group keeps it (AWS cannot delete a group
+    # with instances in it); CrossGuard warns, config does not refuse.
+    kept = load(lambda r: pool(r).update(capacity=CB, placementGroup=True)).cluster.node_pools[0]
+    assert kept.uses_placement_group and kept.existing_placement_group is None
+    odcr_off = load(lambda r: pool(r).update(capacity=ODCR, placementGroup=False)).cluster.node_pools[0]
+    assert not odcr_off.uses_placement_group
     odcr = {**ODCR, "reservationPlacementGroup": "odcr-pg"}
     in_group = load(lambda r: pool(r).update(capacity=odcr, placementGroup=True)).cluster.node_pools[0]
     assert in_group.existing_placement_group == "odcr-pg"

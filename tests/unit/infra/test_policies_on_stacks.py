@@ -105,7 +105,7 @@ ODCR = {"type": "odcr", "reservationId": "cr-0123456789abcdef0", "reservationIns
 
 @pytest.mark.parametrize("capacity", [
     {"type": "on-demand"},  # a new cluster group
-    ODCR,  # outside any group, as the reservation is
+    ODCR,  # outside any group: a new cluster group, as on-demand
     {**ODCR, "reservationPlacementGroup": "odcr-p5-pg"},  # the reservation's existing group
 ], ids=["on-demand", "odcr-no-group", "odcr-in-group"])  # fmt: skip
 def test_every_capacity_types_placement_passes_the_pack(capacity):
@@ -113,6 +113,15 @@ def test_every_capacity_types_placement_passes_the_pack(capacity):
     config["aidc:cluster"]["nodePools"][0]["capacity"] = capacity
     violations = evaluate(run_stack(config=config, stack_name="p5").engine_resources())
     assert [(v.rule, v.resource_name, v.message) for v in violations] == []
+
+
+def test_a_kept_group_on_a_capacity_block_is_only_warned_about():
+    """placementGroup: true (a stack deployed before Capacity Blocks lost their group) loads and
+    deploys; the pack warns with the advisory rule and blocks nothing."""
+    config = copy.deepcopy(load_stack_yaml("p5"))
+    config["aidc:cluster"]["nodePools"][0]["placementGroup"] = True
+    violations = evaluate(run_stack(config=config, stack_name="p5").engine_resources())
+    assert {(v.rule, v.level) for v in violations} == {("capacity-block-no-placement-group", "advisory")}
 
 
 def test_mutations_cover_most_rules():
