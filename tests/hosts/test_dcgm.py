@@ -88,12 +88,18 @@ def test_dcgm_exporter_reads_the_host_engine(host, expect):
     props = host.check_output(f"systemctl show -p Requires -p Restart -p StandardOutput {EXPORTER_UNIT}")
     assert "nvidia-dcgm.service" in props and "Restart=on-failure" in props, props
     assert "StandardOutput=journal" in props, props
+    # ... and the host engine pulls it back up when it starts again after a stop.
+    wants = host.check_output("systemctl show -p Wants --value nvidia-dcgm").split()
+    assert f"{EXPORTER_UNIT}.service" in wants, wants
 
 
 @pytest.mark.gpu
 def test_dcgm_exporter_serves_every_gpu(gpu_host, expect):
     _exporter_expected(gpu_host, expect)
     assert gpu_host.service(EXPORTER_UNIT).is_running
+    # "running" includes a crash loop between restarts (a port taken by another exporter).
+    restarts = gpu_host.check_output(f"systemctl show -p NRestarts --value {EXPORTER_UNIT}")
+    assert restarts == "0", f"{EXPORTER_UNIT} restarted {restarts} times: journalctl -u {EXPORTER_UNIT}"
     address, port = str(expect["dcgm_exporter_listen"]).rsplit(":", 1)
     url = f"http://{address.strip('[]') and address or '127.0.0.1'}:{port}/metrics"
     fetch = f"python3 -c \"import urllib.request as u; print(u.urlopen('{url}', timeout=20).read().decode())\""

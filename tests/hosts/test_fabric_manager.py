@@ -61,19 +61,39 @@ def test_fabric_manager_exactly_on_nvswitch_systems(host, expect, instance_type_
 def test_nvlink_subnet_manager_exactly_on_nvlink5_systems(host, expect, instance_type_name):
     nvlsm = host.package("nvlsm")
     if not (_nvswitch_expected(host, expect, instance_type_name) and _nvl5_expected(host, expect, instance_type_name)):
-        assert not nvlsm.is_installed, "nvlsm installed on a host that is not an NVLink 5 system"
+        # Images may carry nvlsm everywhere (fabric manager only starts it on NVLink 5): the role
+        # must not have pinned it or the modules here.
+        assert "nvlsm" not in held_packages(host), "nvlsm held on a host that is not an NVLink 5 system"
         assert not host.file(MODULES_LOAD).exists
         return
     assert nvlsm.is_installed, "NVLink 5 system without nvlsm: fabric manager cannot bring up NVLink"
     assert nvlsm.version == str(expect["fabric_manager_nvlsm_version"]), nvlsm.version
     assert "nvlsm" in held_packages(host)
     assert host.file("/opt/nvidia/nvlsm/sbin/nvlsm").is_executable
-    assert "ib_umad" in host.file(MODULES_LOAD).content_string.split()
+    assert {"mlx5_ib", "ib_umad"} <= set(host.file(MODULES_LOAD).content_string.split())
+
+
+def fabric_states(nvidia_smi_q: str) -> list[str]:
+    """The ``State`` of each GPU's ``Fabric`` section in ``nvidia-smi -q`` output."""
+    lines = [line.strip() for line in nvidia_smi_q.splitlines()]
+    states = []
+    for i, line in enumerate(lines):
+        if line == "Fabric":
+            state = next((x for x in lines[i + 1:i + 4] if x.startswith("State")), "State : (none)")
+            states.append(state.split(":", 1)[1].strip())
+    return states
 
 
 @pytest.mark.gpu
-def test_fabric_manager_running_with_ib_umad_on_nvlink5(gpu_host, expect, instance_type_name):
+def test_nvlink5_fabric_is_up_on_every_gpu(gpu_host, expect, instance_type_name):
+    """The proof that fabric manager, nvlsm and the InfiniBand path work: every GPU's fabric state is
+    Completed (a GPU whose fabric never came up fails CUDA init with error 802)."""
     if not _nvl5_expected(gpu_host, expect, instance_type_name):
         pytest.skip("not an NVLink 5 system (no B200 GPU on the PCI bus, instance type not NVLink 5)")
     assert gpu_host.service("nvidia-fabricmanager").is_running
-    assert gpu_host.run("test -d /sys/module/ib_umad").rc == 0, "ib_umad is not loaded"
+    for module in ("mlx5_ib", "ib_umad"):
+        assert gpu_host.run(f"test -d /sys/module/{module}").rc == 0, f"{module} is not loaded"
+    assert gpu_host.check_output("ls /sys/class/infiniband"), "no InfiniBand device: the NVSwitch bridges are missing"
+    gpus = gpu_host.check_output("nvidia-smi -L").splitlines()
+    states = fabric_states(gpu_host.check_output("nvidia-smi -q"))
+    assert states == ["Completed"] * len(gpus), states

@@ -137,9 +137,9 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
     wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}",
               "datacenter-gpu-manager-4-core", EXPORTER, "nvlsm"}
     assert wanted <= held, held
-    # Host 1 is an NVLink 5 system (fabric_manager_nvl5): ib_umad is loaded at boot.
+    # Host 1 is an NVLink 5 system (fabric_manager_nvl5): mlx5_ib and ib_umad are loaded at boot.
     modules = two_hosts.ssh(two_hosts.hosts[1], "cat /etc/modules-load.d/aidc-fabric-manager.conf").stdout
-    assert "ib_umad" in modules.split(), modules
+    assert {"mlx5_ib", "ib_umad"} <= set(modules.split()), modules
     for host in two_hosts.hosts:
         assert _efa_version(two_hosts, host) == pins["aidc_efa_installer_version"]
         plugin = two_hosts.ssh(host, "cat /etc/ld.so.conf.d/aidc-efa.conf").stdout
