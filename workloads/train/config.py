@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,19 @@ class ConfigError(ValueError):
         shown = f"{field} {value}" if field.startswith("--") else f"{field}={value!r}"
         super().__init__(f"{shown} is invalid: {allowed}")
         self.field, self.value, self.allowed = field, value, allowed
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A timeout from the environment (``AIDC_*_TIMEOUT_S``); a bad value is a ConfigError naming it."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    _require(math.isfinite(seconds) and seconds > 0, name, raw, "a number of seconds > 0")
+    return seconds
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:

@@ -10,12 +10,13 @@ exits with its message instead of waiting for it until that timeout.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
 import torch.distributed as dist
+
+from workloads.train.config import env_seconds
 
 #: Seconds a rank waits for the others in checkpoint work (save, resume, prune).
 CKPT_TIMEOUT_ENV = "AIDC_CKPT_TIMEOUT_S"
@@ -49,7 +50,7 @@ def coordination_group() -> dist.ProcessGroup | None:
         return None
     world = dist.group.WORLD
     if _coordination is None or _coordination[0] is not world:
-        seconds = float(os.environ.get(CKPT_TIMEOUT_ENV, DEFAULT_CKPT_TIMEOUT_S))
+        seconds = env_seconds(CKPT_TIMEOUT_ENV, DEFAULT_CKPT_TIMEOUT_S)
         _coordination = (world, dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds)))
     return _coordination[1]
 

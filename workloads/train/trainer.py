@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from workloads.train import faults
 from workloads.train.checkpoint import CheckpointManager, model_identity
-from workloads.train.config import TrainConfig
+from workloads.train.config import TrainConfig, env_seconds
 from workloads.train.data import BatchLoader
 from workloads.train.metrics import MetricsWriter, peak_memory_gib
 from workloads.train.mfu import flops_per_token, mfu, peak_flops
@@ -56,7 +56,7 @@ def setup_distributed() -> Dist:
         torch.cuda.set_device(device)
     if "RANK" not in os.environ:
         return Dist(0, 1, 0, device)
-    timeout = timedelta(seconds=float(os.environ.get("AIDC_DIST_TIMEOUT_S", "60")))
+    timeout = timedelta(seconds=env_seconds("AIDC_DIST_TIMEOUT_S", 60.0))
     if not dist.is_initialized():
         backend = "nccl" if cuda else "gloo"
         store = _attempt_store(timeout)

@@ -166,3 +166,21 @@ def test_parse_config_raises_instead_of_exiting():
         parse_config(["--stepz", "3"])
     with pytest.raises(ArgumentsError, match="argument --steps: invalid int value: 'x'"):
         parse_config(["--steps", "x"])
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-5", "inf", "nan", ""])
+def test_bad_timeout_in_the_environment_names_the_variable(monkeypatch, raw):
+    from workloads.train.config import ConfigError, env_seconds
+
+    monkeypatch.setenv("AIDC_CKPT_TIMEOUT_S", raw)
+    with pytest.raises(ConfigError, match=r"^AIDC_CKPT_TIMEOUT_S=.* is invalid: a number of seconds > 0$"):
+        env_seconds("AIDC_CKPT_TIMEOUT_S", 1800.0)
+
+
+def test_timeout_from_the_environment_or_its_default(monkeypatch):
+    from workloads.train.config import env_seconds
+
+    monkeypatch.delenv("AIDC_DIST_TIMEOUT_S", raising=False)
+    assert env_seconds("AIDC_DIST_TIMEOUT_S", 60.0) == 60.0
+    monkeypatch.setenv("AIDC_DIST_TIMEOUT_S", "12.5")
+    assert env_seconds("AIDC_DIST_TIMEOUT_S", 60.0) == 12.5
