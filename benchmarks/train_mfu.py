@@ -35,7 +35,10 @@ from workloads.train.mfu import flops_per_token, peak_flops  # noqa: E402
 from workloads.train.model import count_parameters  # noqa: E402
 from workloads.train.trainer import Dist, build_model, build_optimizer, lr_factor, train_step  # noqa: E402
 
-DEFAULT_BATCH = {"tiny": 4, "124m": 16, "350m": 16, "1.3b": 8}
+#: Micro-batch per preset on an 80 GB GPU. Larger batches spread the per-step costs that do not
+#: grow with tokens (fused AdamW over fp32 state, gradient clipping, bf16 weight casts) over more
+#: tokens; H100 2026-11-23: 124m B=16/32/64 -> 40.7/42.9/43.5 % MFU, 350m B=16/32/48 -> 44.8/46.8/48.3 %.
+DEFAULT_BATCH = {"tiny": 4, "124m": 64, "350m": 48, "1.3b": 8}
 #: Issue 6's MFU goals on one H100 (the plain-code baseline measured 42.5 % and 46.4 %), judged on
 #: the ``mfu`` column: FACTS.md's 6·N_non_embedding + 12·L·H·Q·T with the tied LM head counted in N
 #: (torchtitan counts its untied output layer the same way); ``mfu_no_head`` is printed beside it.
@@ -190,7 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--presets", help="comma-separated presets (default 124m,350m; tiny with --smoke)")
     p.add_argument("--with-1.3b", dest="with_13b", action="store_true", help="also run the 1.3b preset")
-    p.add_argument("--batch-size", type=_batch_map, default={}, help="per-preset micro batch, e.g. 124m=32,350m=16")
+    p.add_argument(
+        "--batch-size", type=_batch_map, default={}, help="micro batch, e.g. 124m=32 (default: DEFAULT_BATCH)"
+    )
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation, autotuning)")
     p.add_argument("--steps", type=int, default=30, help="timed steps")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,11 @@ def kernel_table(fn: Callable[[], object], n: int, device: torch.device, rows: i
         _sync(device)
     events = prof.key_averages()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    busy_us = sum(getattr(e, key) for e in events)
+    # On CUDA an operator row's self device time is its kernels' time, which the kernels' own rows
+    # list again: sum the kernel rows only, or the busy time reads double.
+    cuda = getattr(DeviceType, "CUDA", None)
+    rows_summed = [e for e in events if device.type != "cuda" or e.device_type == cuda]
+    busy_us = sum(getattr(e, key) for e in rows_summed)
     return events.table(sort_by=key, row_limit=rows), busy_us / 1e6 / n
 
 
@@ -81,13 +86,16 @@ def profile_serve(a: argparse.Namespace) -> list[str]:
     steps = 5 if a.smoke else 60
     step_s = timed(engine.step, steps, dev)
     weights = sum(p.numel() * p.element_size() for p in engine.hf_model.parameters())
-    kv_row = runner.k_cache[:, 0, :, :ctx].numel() * runner.k_cache.element_size() * 2
+    # SDPA reads every key up to the context bucket; the Triton kernel only each row's live keys.
+    keys = min(ctx, prompt_len + 8) if runner.triton_attention else ctx
+    kv_row = runner.k_cache[:, 0, :, :keys].numel() * runner.k_cache.element_size() * 2
     floor_bytes = weights + batch * kv_row
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     bw = next((v for k, v in HBM_BYTES_S.items() if k in name), None)
     label = "captured graph replay" if runner.use_graphs else "decode (no CUDA graph)"
     lines = [
-        f"decode step, batch bucket {batch}, context bucket {ctx}, {streams} streams, dtype {runner.dtype}",
+        f"decode step, batch bucket {batch}, context bucket {ctx}, {streams} streams, dtype {runner.dtype}, "
+        f"attention {'triton' if runner.triton_attention else 'sdpa'}",
         f"  {label:<22}: {graph_s * 1e3:8.3f} ms/step  -> {batch / graph_s:10.0f} tok/s",
         f"  eager decode          : {eager_s * 1e3:8.3f} ms/step",
         f"  device busy (eager)   : {busy_s * 1e3:8.3f} ms/step (sum of kernel times)",

@@ -10,8 +10,8 @@
 #   .venv/bin/python benchmarks/gpu/record.py <each call's files_at> --append benchmarks/RESULTS.md
 #
 # Parts (outputs under $OUT, which the device tool sends back):
-#   check          GPU pytest: CUDA-graph engine vs HF (fp32) and vs eager (bf16), compiled bf16
-#                  training                                                      -> check.xml/.log
+#   check          GPU pytest: CUDA-graph engine vs HF (fp32) and vs eager (bf16), the Triton decode
+#                  attention kernel vs fp64, compiled bf16 training              -> check.xml/.log
 #   hosts          tests/hosts against this machine (--hosts=local://)            -> hosts.xml/.log
 #   serve          serve_throughput.py, all sections (HF static+compile last)     -> serve.json/.log
 #   serve-hf       only HF static+compile, if serve ran out of time               -> serve-hf.json
@@ -63,7 +63,8 @@ pytest_run() {  # name, timeout, pytest args...: junit XML + full log, exit stat
 
 case $part in
   check)
-    pytest_run check 560 tests/unit/serve/test_serve_engine_gpu.py tests/integration/test_train_gpu.py "$@"
+    pytest_run check 560 tests/unit/serve/test_serve_engine_gpu.py tests/unit/serve/test_serve_decode_attention.py \
+      tests/integration/test_train_gpu.py "$@"
     ;;
   hosts)
     # The GPU machine is not converged by site.yml (no package index there): the package and

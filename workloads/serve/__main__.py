@@ -38,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine steps failing in a row before /health answers 503 (default 3)",
     )
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly on CUDA")
+    p.add_argument(
+        "--min-prefill-batch",
+        type=int,
+        default=None,
+        help="under load, admit waiting requests in groups of this many (default max-batch/8)",
+    )
+    p.add_argument(
+        "--decode-attention",
+        default="auto",
+        help="auto (Triton kernel on CUDA when installed) | sdpa | triton",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for random presets and sampling")
     p.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $AIDC_SERVE_API_KEY if set)"
@@ -56,6 +67,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         max_batch=a.max_batch,
         max_model_len=a.max_model_len,
         cuda_graphs=not a.no_cuda_graphs,
+        min_prefill_batch=a.min_prefill_batch,
+        decode_attention=a.decode_attention,
         seed=a.seed,
     )
     return ServerConfig(

@@ -6,12 +6,14 @@ and what is allowed, so that the CLI can print one line instead of a traceback.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 #: Decode batch sizes for which a CUDA graph is captured; a step runs the smallest bucket that fits.
 DEFAULT_BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+ATTENTION: tuple[str, ...] = ("auto", "sdpa", "triton")
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
@@ -36,9 +38,17 @@ class EngineConfig:
         max_model_len: prompt + generated tokens per sequence; default: the model's context
             length capped at 2048. Sets the KV-cache size: ``max_batch * max_model_len`` tokens.
         max_prefill_tokens: padded prompt tokens one prefill forward may hold (default 8192).
+        min_prefill_batch: while sequences are decoding and at least this many requests wait,
+            admit them only once this many slots are free, so one prefill takes a group instead
+            of one prompt per step (a prefill costs about the same for 1 prompt as for 8; one per
+            step stalls every decode step). Fewer waiting requests, or an idle engine, are
+            admitted at once. Default: ``max_batch // 8`` (at least 1).
         cuda_graphs: capture decode steps as CUDA graphs (only on CUDA; default True).
         batch_buckets: decode batch sizes that get a graph; capped at ``max_batch``.
         seed: seed of random initialisation (presets) and of sampling (default 0).
+        decode_attention: ``auto`` (the Triton split-K kernel on CUDA when Triton is installed,
+            else SDPA), ``sdpa``, or ``triton`` (needs Triton; on CPU only under its interpreter,
+            ``TRITON_INTERPRET=1``, which the tests use).
     """
 
     model: str = "tiny-random"
@@ -49,9 +59,11 @@ class EngineConfig:
     max_batch: int = 64
     max_model_len: int | None = None
     max_prefill_tokens: int = 8192
+    min_prefill_batch: int | None = None
     cuda_graphs: bool = True
     batch_buckets: tuple[int, ...] = DEFAULT_BATCH_BUCKETS
     seed: int = 0
+    decode_attention: str = "auto"
 
     def __post_init__(self) -> None:
         _require(bool(self.model), "model", self.model, "a preset name or a local model directory")
@@ -60,6 +72,21 @@ class EngineConfig:
         _require(1 <= self.max_batch <= 4096, "max_batch", self.max_batch, "1..4096")
         if self.max_model_len is not None:
             _require(16 <= self.max_model_len <= 1 << 20, "max_model_len", self.max_model_len, "16..1048576")
+        _require(self.decode_attention in ATTENTION, "decode_attention", self.decode_attention, "|".join(ATTENTION))
+        if self.decode_attention == "triton":
+            _require(
+                importlib.util.find_spec("triton") is not None,
+                "decode_attention",
+                "triton",
+                "auto|sdpa (the triton package is not installed)",
+            )
+        if self.min_prefill_batch is not None:
+            _require(
+                1 <= self.min_prefill_batch <= self.max_batch,
+                "min_prefill_batch",
+                self.min_prefill_batch,
+                f"1..max_batch ({self.max_batch})",
+            )
         _require(self.max_prefill_tokens >= 16, "max_prefill_tokens", self.max_prefill_tokens, ">= 16")
         _require(
             len(self.batch_buckets) > 0 and all(b >= 1 for b in self.batch_buckets),

@@ -80,8 +80,10 @@ class Engine:
             max_model_len=self.max_model_len,
             cuda_graphs=config.cuda_graphs,
             batch_buckets=config.batch_buckets,
+            attention=config.decode_attention,
         )
         self.device, self.max_waiting, self.observer = device, max_waiting, observer
+        self.min_prefill_batch = config.min_prefill_batch or max(1, config.max_batch // 8)
         self._gen = torch.Generator(device=device).manual_seed(config.seed)
         self._temps = torch.zeros(config.max_batch, device=device)
         self._top_p = torch.ones(config.max_batch, device=device)
@@ -223,6 +225,8 @@ class Engine:
         free = [i for i, s in enumerate(self._slots) if s is None]
         batch: list[Sequence] = []
         with self._cond:
+            if len(free) < len(self._slots) and len(free) < min(self.min_prefill_batch, len(self._waiting)):
+                return  # decoding goes on; the waiting group is admitted once enough slots free up
             while self._waiting and len(batch) < len(free):
                 longest = max([len(s.prompt_ids) for s in batch] + [len(self._waiting[0].prompt_ids)])
                 if batch and longest * (len(batch) + 1) > self.config.max_prefill_tokens:

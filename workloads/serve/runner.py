@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from workloads.serve import decode_attention
+
 #: Attention kernels the engine allows on CUDA. cuDNN attention is left out: recent builds prefer
 #: it for bf16 on Hopper, and for some mask/stride combinations it raises "No execution plans
 #: support the graph" instead of falling back (pytorch#140930); the memory-efficient kernel takes
@@ -63,8 +65,8 @@ class _GPT2:
         x = F.gelu(blk.mlp.c_fc(blk.ln_2(h)), approximate="tanh")
         return h + blk.mlp.c_proj(x)
 
-    def final(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.tr.ln_f(h))
+    def norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.tr.ln_f(h)
 
 
 class _Llama:
@@ -96,13 +98,27 @@ class _Llama:
         h = h + a.o_proj(attend(i, q, k, v).transpose(1, 2).reshape(n, t, -1))
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
-    def final(self, h: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.m.norm(h))
+    def norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.m.norm(h)
 
 
 #: model_type -> layout. Qwen2 (qkv bias) and Mistral share the Llama layout; sliding-window
 #: attention is not implemented, so such models are limited to contexts inside the window.
 ARCHS = {"gpt2": _GPT2, "llama": _Llama, "qwen2": _Llama, "mistral": _Llama}
+
+
+def _padded_head(lm_head: Any, device: torch.device) -> tuple[torch.Tensor | None, int]:
+    """A copy of the LM head's weight with its rows padded to a multiple of 64, on CUDA.
+
+    GPT-2's 50257-token vocabulary makes the logits' row stride odd: cuBLAS then cannot use its
+    aligned Hopper kernels and falls back to an sm_75 one, 4-6x slower for the decode batch (seen
+    in the H100 profile). Padded rows are zeros and are sliced off the logits.
+    """
+    rows = lm_head.weight.shape[0]
+    if device.type != "cuda" or lm_head.bias is not None or rows % 64 == 0:
+        return None, rows
+    weight = lm_head.weight.detach()
+    return torch.cat([weight, weight.new_zeros(-rows % 64, weight.shape[1])]), rows
 
 
 class ModelRunner:
@@ -116,6 +132,7 @@ class ModelRunner:
         max_model_len: int,
         cuda_graphs: bool = True,
         batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+        attention: str = "auto",
     ) -> None:
         param = next(hf_model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -138,7 +155,13 @@ class ModelRunner:
         self._rows = torch.arange(max_batch, device=self.device)
         self._key_idx = torch.arange(max_model_len, device=self.device)
         self.batch_buckets = sorted({b for b in batch_buckets if b < max_batch} | {max_batch})
-        self.ctx_buckets = _buckets(max_model_len, 128)
+        # Decode attention: the Triton kernel reads each row's own keys only, so one context bucket
+        # (the whole cache) serves every length; SDPA reads up to the bucket, so buckets double.
+        self.triton_attention = attention == "triton" or (
+            attention == "auto" and decode_attention.available(self.device)
+        )
+        self.ctx_buckets = [max_model_len] if self.triton_attention else _buckets(max_model_len, 128)
+        self._head_weight, self._head_rows = _padded_head(self.arch.lm_head, self.device)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         on_cuda = self.device.type == "cuda"
@@ -178,7 +201,7 @@ class ModelRunner:
             for i in range(len(self.arch.layers)):
                 h = self.arch.block(i, h, rope, attend)
         last = h[torch.arange(n, device=self.device), lens - 1]
-        return self.arch.final(last[:, None])[:, 0].float()
+        return self._logits(last[:, None])[:, 0].float()
 
     @property
     def _gqa(self) -> bool:
@@ -189,22 +212,38 @@ class ModelRunner:
     def _decode_eager(self, batch: int, ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, pos = self.tokens[:batch, None], self.positions[:batch]
         rows = self._rows[:batch]
-        mask = (self._key_idx[:ctx][None] <= pos[:, None])[:, None, None]
+        if self.triton_attention:
+            lengths = pos + 1  # keys each row attends to, this step's included
 
-        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            kc, vc = self.k_cache[i], self.v_cache[i]
-            kc[rows, :, pos] = k[:, :, 0]
-            vc[rows, :, pos] = v[:, :, 0]
-            return F.scaled_dot_product_attention(
-                q, kc[:batch, :, :ctx], vc[:batch, :, :ctx], attn_mask=mask, enable_gqa=self._gqa
-            )
+            def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                kc, vc = self.k_cache[i], self.v_cache[i]
+                kc[rows, :, pos] = k[:, :, 0]
+                vc[rows, :, pos] = v[:, :, 0]
+                return decode_attention.decode_attention(q, kc, vc, lengths, ctx)
+
+        else:
+            mask = (self._key_idx[:ctx][None] <= pos[:, None])[:, None, None]
+
+            def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                kc, vc = self.k_cache[i], self.v_cache[i]
+                kc[rows, :, pos] = k[:, :, 0]
+                vc[rows, :, pos] = v[:, :, 0]
+                return F.scaled_dot_product_attention(
+                    q, kc[:batch, :, :ctx], vc[:batch, :, :ctx], attn_mask=mask, enable_gqa=self._gqa
+                )
 
         h, rope = self.arch.embed(tokens, pos[:, None])
         with self._attention_kernels():
             for i in range(len(self.arch.layers)):
                 h = self.arch.block(i, h, rope, attend)
-        logits = self.arch.final(h)[:, 0].float()
+        logits = self._logits(h)[:, 0].float()
         return logits, logits.argmax(-1)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.arch.norm(h)
+        if self._head_weight is None:
+            return self.arch.lm_head(h)
+        return F.linear(h, self._head_weight)[..., : self._head_rows]
 
     def bucket(self, rows_needed: int, ctx_needed: int) -> tuple[int, int]:
         """The (batch, ctx) a step runs with: exact on CPU, the covering graph bucket on CUDA."""

@@ -196,3 +196,41 @@ def test_unsupported_model_type_is_refused_before_loading_weights(tmp_path) -> N
     transformers.GPTNeoXConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model type 'gpt_neox' .* allowed gpt2, llama, mistral, qwen2"):
         Engine(EngineConfig(model=str(tmp_path)))
+
+
+def test_under_load_waiting_requests_are_admitted_in_groups() -> None:
+    """With 3 requests waiting and min_prefill_batch=2, one freed slot is not enough: decoding goes
+    on without a prefill until a second slot frees, then both join in one prefill. An idle engine,
+    and a lone waiting request, are admitted at once."""
+    engine = Engine(EngineConfig(model="tiny-random", max_batch=4, max_model_len=64, min_prefill_batch=2))
+    prefills: list[int] = []
+    real_prefill = engine.runner.prefill
+
+    def counting_prefill(slots: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        prefills.append(len(prompts))
+        return real_prefill(slots, prompts)
+
+    engine.runner.prefill = counting_prefill
+    running = [engine.submit([1, 2, 3], SamplingParams(max_tokens=n, ignore_eos=True)) for n in (3, 6, 30, 30)]
+    engine.step()
+    assert prefills == [4]  # idle engine: everything that fits is admitted at once
+    waiting = [engine.submit([4, 5], SamplingParams(max_tokens=4, ignore_eos=True)) for _ in range(3)]
+    while not running[0].finished:
+        engine.step()
+    engine.step()
+    assert engine.num_running == 3 and engine.num_waiting == 3 and prefills == [4]  # 1 free slot < group of 2
+    while not running[1].finished:
+        engine.step()
+    engine.step()
+    assert prefills == [4, 2] and engine.num_waiting == 1  # two slots free: one prefill of two
+    for _ in range(100):
+        if not engine.has_work:
+            break
+        engine.step()
+    assert prefills[-1] == 1  # the last one waited alone: admitted as soon as a slot was free
+    assert all(s.finished and len(s.out_ids) == s.params.max_tokens for s in running + waiting)
+
+
+def test_min_prefill_batch_beyond_max_batch_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"min_prefill_batch=9 is invalid: allowed 1\.\.max_batch \(8\)"):
+        EngineConfig(max_batch=8, min_prefill_batch=9)
