@@ -25,8 +25,9 @@ except ImportError:  # CPU-only installs: the runner uses SDPA instead
 
 #: Keys one loop iteration of a program reads.
 BLOCK_N = 64
-#: Programs to aim for in one launch: enough to cover an H100's 132 SMs several times.
-TARGET_PROGRAMS = 1024
+#: Programs to aim for in one launch: an H100 has 132 SMs; each program's key loop is a chain of
+#: dependent loads, so many short programs hide memory latency better than few long ones.
+TARGET_PROGRAMS = 4096
 _LOG2E = 1.4426950408889634
 
 
@@ -110,6 +111,42 @@ if triton is not None:
         o = tl.load(o_part + rows[:, None] * BLOCK_D + offs_d[None, :], mask=mask_s[:, None], other=0.0)
         res = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
         tl.store(out + b * stride_ob + h * stride_oh + offs_d, res.to(out.dtype.element_ty), mask=offs_d < HEAD_DIM)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _kv_write_kernel(
+        k, v, k_cache, v_cache, positions,
+        stride_kb, stride_kh, stride_vb, stride_vh,
+        stride_cb, stride_ch, stride_cl,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        b, h = tl.program_id(0), tl.program_id(1)
+        offs = tl.arange(0, BLOCK_D)
+        mask = offs < HEAD_DIM
+        dst = b * stride_cb + h * stride_ch + tl.load(positions + b) * stride_cl + offs
+        tl.store(k_cache + dst, tl.load(k + b * stride_kb + h * stride_kh + offs, mask=mask), mask=mask)
+        tl.store(v_cache + dst, tl.load(v + b * stride_vb + h * stride_vh + offs, mask=mask), mask=mask)
+
+
+def write_kv(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor
+) -> None:
+    """``cache[b, :, positions[b]] = new[b, :, 0]`` for K and V in one launch (two index_put otherwise).
+
+    ``k``/``v``: ``[B, KVH, 1, D]`` (any strides, unit stride in D); caches as for
+    :func:`decode_attention`, with the same shape and strides.
+    """
+    batch, kv_heads, _, head_dim = k.shape
+    if k_cache.stride() != v_cache.stride() or k.stride(-1) != 1 or v.stride(-1) != 1 or k_cache.stride(-1) != 1:
+        raise ValueError("write_kv: K and V caches must share strides and the head dim be contiguous")
+    _kv_write_kernel[(batch, kv_heads)](
+        k, v, k_cache, v_cache, positions,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
+    )  # fmt: skip
 
 
 def decode_attention(

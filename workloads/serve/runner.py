@@ -217,8 +217,7 @@ class ModelRunner:
 
             def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
                 kc, vc = self.k_cache[i], self.v_cache[i]
-                kc[rows, :, pos] = k[:, :, 0]
-                vc[rows, :, pos] = v[:, :, 0]
+                decode_attention.write_kv(k, v, kc, vc, pos)
                 return decode_attention.decode_attention(q, kc, vc, lengths, ctx)
 
         else:

@@ -75,6 +75,20 @@ def test_keys_past_a_rows_length_are_never_read() -> None:
     assert torch.equal(da.decode_attention(q, kc, vc, lengths, 160), clean)
 
 
+@pytest.mark.parametrize(("kv_heads", "dim"), [(4, 64), (2, 48)])
+def test_write_kv_stores_each_rows_token_at_its_position(kv_heads: int, dim: int) -> None:
+    g = torch.Generator().manual_seed(kv_heads + dim)
+    k_cache, v_cache = (torch.randn(5, kv_heads, 40, dim, generator=g).to(DEVICE) for _ in range(2))
+    qkv = torch.randn(3, 1, 3, kv_heads, dim, generator=g).to(DEVICE)  # strided views, as the runner has
+    k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+    positions = torch.tensor([0, 39, 17], device=DEVICE)
+    want_k, want_v = k_cache.clone(), v_cache.clone()
+    rows = torch.arange(3, device=DEVICE)
+    want_k[rows, :, positions], want_v[rows, :, positions] = k[:, :, 0], v[:, :, 0]
+    da.write_kv(k, v, k_cache, v_cache, positions)
+    assert torch.equal(k_cache, want_k) and torch.equal(v_cache, want_v)
+
+
 @pytest.mark.parametrize(("batch", "heads", "max_len"), [(1, 12, 2048), (64, 12, 768), (256, 32, 4096), (3, 1, 10)])
 def test_split_size_covers_the_cache_in_whole_blocks(batch: int, heads: int, max_len: int) -> None:
     split = da.split_size(batch, heads, max_len)
