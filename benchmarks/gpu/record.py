@@ -25,6 +25,7 @@ SERVE_COLS = ("output_tok_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot
 MIXED_COLS = ("output_tok_s", "latency_p50_s", "latency_p99_s", "ttft_p99_s")
 COMMANDS = {
     "check": "bash benchmarks/gpu/session.sh check",
+    "hosts": "bash benchmarks/gpu/session.sh hosts  (pytest tests/hosts --hosts=local://)",
     "serve": "bash benchmarks/gpu/session.sh serve  (python benchmarks/serve_throughput.py)",
     "mfu": "bash benchmarks/gpu/session.sh train  (python benchmarks/train_mfu.py --with-1.3b)",
 }
@@ -108,6 +109,12 @@ def provenance(dirs: list[Path]) -> list[str]:
     return lines
 
 
+def _at(data: dict[str, Any]) -> str:
+    """' at <commit>': one RESULTS section may gather calls made at different commits."""
+    commit = data.get("meta", data).get("commit")  # serve.json nests it under meta, mfu.json does not
+    return f" at `{commit[:7]}`" if commit else ""
+
+
 def render(dirs: list[Path]) -> str:
     meta = next(
         (json.loads(p.read_text()) for name in ("mfu.json", "serve.json") for d in dirs if (p := d / name).exists()),
@@ -119,12 +126,13 @@ def render(dirs: list[Path]) -> str:
     for d in dirs:
         for name in ("check.xml", "hosts.xml"):
             if (d / name).exists():
-                out += ["", f"### {name[:-4]}: `{COMMANDS['check']}`", "", *junit(d / name)]
+                out += ["", f"### {name[:-4]}: `{COMMANDS[name[:-4]]}`", "", *junit(d / name)]
         if (d / "serve.json").exists():
             data, note = _with_hf_rerun(json.loads((d / "serve.json").read_text()), dirs)
-            out += ["", f"### serve: `{COMMANDS['serve']}`", "", *note, *serve(data)]
+            out += ["", f"### serve: `{COMMANDS['serve']}`{_at(data)}", "", *note, *serve(data)]
         if (d / "mfu.json").exists():
-            out += ["", f"### mfu: `{COMMANDS['mfu']}`", "", *mfu(json.loads((d / "mfu.json").read_text()))]
+            data = json.loads((d / "mfu.json").read_text())
+            out += ["", f"### mfu: `{COMMANDS['mfu']}`{_at(data)}", "", *mfu(data)]
         for prof in sorted(d.glob("profile-*.txt")):
             summary = prof.read_text().split("\n\n")[0]
             out += ["", f"### {prof.stem}", "", "```", summary, "```"]
