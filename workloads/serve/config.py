@@ -42,7 +42,8 @@ class EngineConfig:
             admit them only once this many slots are free, so one prefill takes a group instead
             of one prompt per step (a prefill costs about the same for 1 prompt as for 8; one per
             step stalls every decode step). Fewer waiting requests, or an idle engine, are
-            admitted at once. Default: ``max_batch // 8`` (at least 1).
+            admitted at once, and a group held back for 32 steps (engine.ADMIT_WAIT_STEPS)
+            takes the free slots there are. Default: ``max_batch // 8`` (at least 1).
         cuda_graphs: capture decode steps as CUDA graphs (only on CUDA; default True).
         batch_buckets: decode batch sizes that get a graph; capped at ``max_batch``.
         seed: seed of random initialisation (presets) and of sampling (default 0).

@@ -30,6 +30,11 @@ log = logging.getLogger("aidc.serve")
 __all__ = ["Delta", "Engine", "EngineOverloaded", "RequestError", "SamplingParams", "Sequence"]
 
 
+#: Steps a waiting group may be held back for lack of free slots (see ``min_prefill_batch``)
+#: before the free slots are filled anyway: about 30 ms of decoding on a GPU.
+ADMIT_WAIT_STEPS = 32
+
+
 class RequestError(ValueError):
     """A request the engine cannot serve; ``param`` names the offending field."""
 
@@ -84,6 +89,7 @@ class Engine:
         )
         self.device, self.max_waiting, self.observer = device, max_waiting, observer
         self.min_prefill_batch = config.min_prefill_batch or max(1, config.max_batch // 8)
+        self._deferred_steps = 0
         self._gen = torch.Generator(device=device).manual_seed(config.seed)
         self._temps = torch.zeros(config.max_batch, device=device)
         self._top_p = torch.ones(config.max_batch, device=device)
@@ -225,8 +231,14 @@ class Engine:
         free = [i for i, s in enumerate(self._slots) if s is None]
         batch: list[Sequence] = []
         with self._cond:
-            if len(free) < len(self._slots) and len(free) < min(self.min_prefill_batch, len(self._waiting)):
-                return  # decoding goes on; the waiting group is admitted once enough slots free up
+            busy = len(free) < len(self._slots)
+            if busy and len(free) < min(self.min_prefill_batch, len(self._waiting)):
+                # Decoding goes on; the group is admitted once enough slots free up, or after
+                # ADMIT_WAIT_STEPS steps if long sequences hold the other slots.
+                if self._deferred_steps < ADMIT_WAIT_STEPS:
+                    self._deferred_steps += 1
+                    return
+            self._deferred_steps = 0
             while self._waiting and len(batch) < len(free):
                 longest = max([len(s.prompt_ids) for s in batch] + [len(self._waiting[0].prompt_ids)])
                 if batch and longest * (len(batch) + 1) > self.config.max_prefill_tokens:

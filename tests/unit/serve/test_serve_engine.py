@@ -7,7 +7,7 @@ import torch
 from transformers import GenerationConfig
 
 from workloads.serve.config import EngineConfig
-from workloads.serve.engine import Engine, EngineOverloaded, RequestError, SamplingParams
+from workloads.serve.engine import ADMIT_WAIT_STEPS, Engine, EngineOverloaded, RequestError, SamplingParams
 from workloads.serve.sequence import Delta
 
 PROMPT_LENGTHS = (1, 3, 9, 17, 25, 40)
@@ -229,6 +229,21 @@ def test_under_load_waiting_requests_are_admitted_in_groups() -> None:
         engine.step()
     assert prefills[-1] == 1  # the last one waited alone: admitted as soon as a slot was free
     assert all(s.finished and len(s.out_ids) == s.params.max_tokens for s in running + waiting)
+
+
+def test_a_held_back_group_is_admitted_after_admit_wait_steps() -> None:
+    """Long sequences hold 3 of 4 slots: the one free slot is filled after ADMIT_WAIT_STEPS steps."""
+    engine = Engine(EngineConfig(model="tiny-random", max_batch=4, max_model_len=128, min_prefill_batch=2))
+    long = [engine.submit([1, 2], SamplingParams(max_tokens=n, ignore_eos=True)) for n in (1, 100, 100, 100)]
+    engine.step()
+    waiting = [engine.submit([3], SamplingParams(max_tokens=2, ignore_eos=True)) for _ in range(2)]
+    engine.step()  # one slot free (long[0] ended at its prefill token), two waiting: held back
+    assert long[0].finished and engine.num_running == 3
+    for _ in range(ADMIT_WAIT_STEPS - 1):
+        engine.step()
+    assert engine.num_waiting == 2
+    engine.step()
+    assert engine.num_waiting == 1 and waiting[0].slot is not None
 
 
 def test_min_prefill_batch_beyond_max_batch_is_refused_by_name() -> None:
