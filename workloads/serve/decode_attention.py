@@ -54,8 +54,8 @@ if triton is not None:
         SPLIT: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK: tl.constexpr,
     ):  # fmt: skip
-        b, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        n_heads = tl.num_programs(1)
+        b, h, s = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+        n_heads = tl.num_programs(1)  # int64 row offsets below: a layer's cache may pass 2**31
         kvh = h // GROUP
         length = tl.load(lengths + b)
         start = s * SPLIT
@@ -97,9 +97,11 @@ if triton is not None:
         n_splits,
         SPLIT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     ):  # fmt: skip
-        b, h = tl.program_id(0), tl.program_id(1)
+        b, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
         n_heads = tl.num_programs(1)
-        used = tl.cdiv(tl.load(lengths + b), SPLIT)  # splits that hold at least one key of row b
+        # Splits that hold at least one key of row b (a length is never above the launch bound,
+        # but a stale row must not read its neighbour's partials either way).
+        used = tl.minimum(tl.cdiv(tl.load(lengths + b), SPLIT), n_splits)
         offs_s = tl.arange(0, BLOCK_S)
         mask_s = offs_s < used
         rows = (b * n_heads + h) * n_splits + offs_s
@@ -122,7 +124,7 @@ if triton is not None:
         stride_cb, stride_ch, stride_cl,
         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        b, h = tl.program_id(0), tl.program_id(1)
+        b, h = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs = tl.arange(0, BLOCK_D)
         mask = offs < HEAD_DIM
         dst = b * stride_cb + h * stride_ch + tl.load(positions + b) * stride_cl + offs

@@ -230,9 +230,17 @@ class Engine:
     def _admit(self) -> None:
         free = [i for i, s in enumerate(self._slots) if s is None]
         batch: list[Sequence] = []
+        if not free:
+            return  # nothing could join: not a step the waiting group was held back
         with self._cond:
+            if not self._waiting:
+                self._deferred_steps = 0
+                return
+            # A group never larger than one prefill can take (max_prefill_tokens), else slots idle.
+            fits = max(1, self.config.max_prefill_tokens // len(self._waiting[0].prompt_ids))
+            group = min(self.min_prefill_batch, len(self._waiting), fits)
             busy = len(free) < len(self._slots)
-            if busy and len(free) < min(self.min_prefill_batch, len(self._waiting)):
+            if busy and len(free) < group:
                 # Decoding goes on; the group is admitted once enough slots free up, or after
                 # ADMIT_WAIT_STEPS steps if long sequences hold the other slots.
                 if self._deferred_steps < ADMIT_WAIT_STEPS:

@@ -218,7 +218,9 @@ class ModelRunner:
             def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
                 kc, vc = self.k_cache[i], self.v_cache[i]
                 decode_attention.write_kv(k, v, kc, vc, pos)
-                return decode_attention.decode_attention(q, kc, vc, lengths, ctx)
+                # The whole cache as the bound, not this step's ctx: the kernel reads live keys
+                # only, and a fixed bound keeps one compiled variant per batch size (eager too).
+                return decode_attention.decode_attention(q, kc, vc, lengths, self.max_len)
 
         else:
             mask = (self._key_idx[:ctx][None] <= pos[:, None])[:, None, None]

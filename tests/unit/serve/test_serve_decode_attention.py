@@ -12,11 +12,13 @@ import math
 
 import pytest
 import torch
-from test_serve_engine import _hf_greedy, _prompts, _same_tokens
+from test_serve_engine import _hf_greedy, _same_tokens
+from torch import nn
 
 from workloads.serve import decode_attention as da
 from workloads.serve.config import EngineConfig
 from workloads.serve.engine import Engine, SamplingParams
+from workloads.serve.runner import _padded_head
 
 #: Where the kernels run: compiled on the GPU when there is one, interpreted on CPU otherwise.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -41,10 +43,22 @@ def _reference(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, lengths: tor
         (3, 4, 4, 64, 200, torch.float32, 1e-6),  # several splits per row
         (2, 8, 2, 32, 130, torch.float16, 1e-3),  # GQA, half precision cache
         (5, 2, 1, 48, 70, torch.float32, 1e-6),  # head dim padded to 64 inside the kernel
-        (64, 12, 12, 64, 96, torch.float32, 1e-6),  # batch x heads fills the GPU: one split
+        (64, 12, 12, 64, 96, torch.float32, 1e-6),  # the 64-stream GPT-2 shape: two splits
     ],
 )
 def test_kernel_matches_fp64_reference(batch, heads, kv_heads, dim, max_len, dtype, tol) -> None:
+    _check_against_reference(batch, heads, kv_heads, dim, max_len, dtype, tol)
+
+
+def test_one_split_per_row_when_rows_times_heads_fill_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 rows x 4 heads "fill" a GPU of 16 programs: one split of the whole cache per row (the
+    # production shape at 256+ streams, kept small so the interpreter runs it in seconds).
+    monkeypatch.setattr(da, "TARGET_PROGRAMS", 16)
+    assert da.split_size(4, 4, 150) >= 150
+    _check_against_reference(4, 4, 2, 32, 150, torch.float32, 1e-6)
+
+
+def _check_against_reference(batch, heads, kv_heads, dim, max_len, dtype, tol) -> None:
     g = torch.Generator().manual_seed(batch * 1000 + max_len)
     slots = batch + 2  # the cache has more slots than the step's rows
     kc = torch.randn(slots, kv_heads, max_len, dim, generator=g).to(DEVICE, dtype)
@@ -102,19 +116,33 @@ def test_split_size_covers_the_cache_in_whole_blocks(batch: int, heads: int, max
 @pytest.mark.parametrize("model", ["tiny-random", "tiny-random-llama"])
 def test_engine_with_triton_attention_matches_hf_greedy(model: str) -> None:
     """The GPU scheduling path (padded buckets, one-step lag) with the kernel doing decode attention."""
-    engine = Engine(EngineConfig(model=model, max_batch=4, max_model_len=96, decode_attention="triton"))
+    engine = Engine(EngineConfig(model=model, max_batch=4, max_model_len=160, decode_attention="triton"))
     assert engine.runner.triton_attention
     engine.runner.pad_buckets, engine.lag_steps = True, 1  # what CUDA does; on CPU set by hand
-    prompts = _prompts(7)[:5]
+    # Rows from 1 key to well past the first split (64 keys), so splits are merged.
+    g = torch.Generator().manual_seed(11)
+    prompts = [torch.randint(0, 512, (n,), generator=g).tolist() for n in (1, 9, 70, 100, 30)]
     params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in (5, 16, 1, 12, 16)]
     seqs = [engine.submit(p, sp) for p, sp in zip(prompts, params, strict=True)]
     for _ in range(200):
         if not engine.has_work:
             break
         engine.step()
-    assert engine.runner.ctx_buckets == [96]  # one context bucket: the kernel reads live keys only
+    assert engine.runner.ctx_buckets == [160]  # one context bucket: the kernel reads live keys only
+    assert da.split_size(4, engine.runner.arch.n_heads, 160) == da.BLOCK_N  # rows above span splits
     for prompt, sp, seq in zip(prompts, params, seqs, strict=True):
         assert _same_tokens(seq.out_ids, _hf_greedy(engine, prompt, sp.max_tokens), sp.max_tokens)
+
+
+def test_padded_lm_head_gives_the_same_logits() -> None:
+    """The CUDA-only padding (rows to a multiple of 64) checked here by asking for a CUDA device."""
+    head = nn.Linear(16, 50, bias=False)
+    weight, rows = _padded_head(head, torch.device("cuda"))
+    assert weight.shape == (64, 16) and rows == 50 and not weight[50:].any()
+    h = torch.randn(3, 1, 16)
+    torch.testing.assert_close(torch.nn.functional.linear(h, weight)[..., :rows], head(h), rtol=1e-6, atol=1e-6)
+    assert _padded_head(head, torch.device("cpu"))[0] is None  # CPU: the model's own head
+    assert _padded_head(nn.Linear(16, 50), torch.device("cuda"))[0] is None  # a bias: left alone
 
 
 def test_unknown_attention_backend_is_refused_by_name() -> None:

@@ -232,18 +232,36 @@ def test_under_load_waiting_requests_are_admitted_in_groups() -> None:
 
 
 def test_a_held_back_group_is_admitted_after_admit_wait_steps() -> None:
-    """Long sequences hold 3 of 4 slots: the one free slot is filled after ADMIT_WAIT_STEPS steps."""
-    engine = Engine(EngineConfig(model="tiny-random", max_batch=4, max_model_len=128, min_prefill_batch=2))
-    long = [engine.submit([1, 2], SamplingParams(max_tokens=n, ignore_eos=True)) for n in (1, 100, 100, 100)]
+    """Long sequences hold 3 of 4 slots: the one free slot is filled after ADMIT_WAIT_STEPS steps,
+    counted from when it freed (steps with every slot busy held nothing back)."""
+    engine = Engine(EngineConfig(model="tiny-random", max_batch=4, max_model_len=160, min_prefill_batch=2))
+    long = [engine.submit([1, 2], SamplingParams(max_tokens=n, ignore_eos=True)) for n in (20, 120, 120, 120)]
     engine.step()
     waiting = [engine.submit([3], SamplingParams(max_tokens=2, ignore_eos=True)) for _ in range(2)]
-    engine.step()  # one slot free (long[0] ended at its prefill token), two waiting: held back
-    assert long[0].finished and engine.num_running == 3
-    for _ in range(ADMIT_WAIT_STEPS - 1):
+    while not long[0].finished:  # about 20 steps with all four slots busy
         engine.step()
-    assert engine.num_waiting == 2
+    for _ in range(ADMIT_WAIT_STEPS):
+        engine.step()
+        assert engine.num_waiting == 2 and engine.num_running == 3  # one slot free, a group of two
     engine.step()
     assert engine.num_waiting == 1 and waiting[0].slot is not None
+
+
+def test_group_is_capped_by_what_one_prefill_holds() -> None:
+    """max_prefill_tokens=16 takes one 10-token prompt per prefill: a group of 2 could never be
+    admitted together, so one free slot is filled at once instead of idling."""
+    engine = Engine(
+        EngineConfig(
+            model="tiny-random", max_batch=4, max_model_len=160, min_prefill_batch=2, max_prefill_tokens=16
+        )
+    )
+    long = [engine.submit([1, 2], SamplingParams(max_tokens=n, ignore_eos=True)) for n in (3, 120, 120, 120)]
+    engine.step()
+    waiting = [engine.submit(list(range(10)), SamplingParams(max_tokens=20, ignore_eos=True)) for _ in range(2)]
+    while not long[0].finished:
+        engine.step()
+    engine.step()
+    assert engine.num_waiting == 1 and waiting[0].slot is not None and engine.num_running == 4
 
 
 def test_min_prefill_batch_beyond_max_batch_is_refused_by_name() -> None:
