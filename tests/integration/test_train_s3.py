@@ -172,5 +172,6 @@ def test_two_rank_kill9_resume_from_s3_is_bit_identical(bucket, aws_env, tmp_pat
     assert run.returncode == 0, run.stdout[-3000:]
     ref, _ = read_metrics(tmp_path / "a.jsonl")
     got, events = read_metrics(tmp_path / "b.jsonl")
-    assert [e["from_step"] for e in events if e["event"] == "resume"] == [10]
+    # One restart only (the injected kill); the log shows why when another one happened.
+    assert [e["from_step"] for e in events if e["event"] == "resume"] == [10], run.stdout[-6000:]
     assert [got[s]["loss_hex"] for s in range(1, 17)] == [ref[s]["loss_hex"] for s in range(1, 17)]
