@@ -9,6 +9,8 @@ engine driven by it must reproduce HF greedy decoding token for token.
 from __future__ import annotations
 
 import math
+import platform
+import sys
 
 import pytest
 import torch
@@ -22,6 +24,12 @@ from workloads.serve.runner import _padded_head
 
 #: Where the kernels run: compiled on the GPU when there is one, interpreted on CPU otherwise.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# The dev extra installs Triton on Linux x86-64 (the only platform with wheels), so there a
+# missing Triton fails these tests; elsewhere the engine uses SDPA and there is nothing to run.
+pytestmark = pytest.mark.skipif(
+    da.triton is None and not (sys.platform == "linux" and platform.machine() == "x86_64"),
+    reason="Triton publishes no wheel for this platform; the engine uses SDPA here",
+)
 
 
 def _reference(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
