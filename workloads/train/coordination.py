@@ -55,6 +55,17 @@ def coordination_group() -> dist.ProcessGroup | None:
     return _coordination[1]
 
 
+def forget_groups() -> None:
+    """Drop this module's references to the process groups (call before destroying them).
+
+    Held here, the groups would outlive ``destroy_process_group`` and be destructed during
+    interpreter finalization, when gloo's C++ teardown can no longer take the GIL and aborts the
+    process ("terminate called without an active exception") after a run that otherwise succeeded.
+    """
+    global _coordination
+    _coordination = None
+
+
 def _failure(exc: Exception) -> str:
     """What the other ranks report: a CheckpointError's own words, else the rank and the exception."""
     return str(exc) if isinstance(exc, CheckpointError) else f"rank {_rank()}: {type(exc).__name__}: {exc}"

@@ -10,6 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workloads.train import faults
 from workloads.train.checkpoint import CheckpointManager, model_identity
 from workloads.train.config import TrainConfig, env_seconds
+from workloads.train.coordination import forget_groups
 from workloads.train.data import BatchLoader
 from workloads.train.metrics import MetricsWriter, peak_memory_gib
 from workloads.train.mfu import flops_per_token, mfu, peak_flops
@@ -346,6 +348,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def shutdown() -> None:
+    """Leave the group cleanly: every rank done, then the groups destroyed while Python is whole.
+
+    Nothing may keep a group alive past this point (see :func:`.coordination.forget_groups`); the
+    collection frees groups still referenced from cycles (e.g. a DDP wrapper) now, not at exit.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        forget_groups()
         dist.destroy_process_group()
+        gc.collect()
