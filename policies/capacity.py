@@ -24,7 +24,18 @@ from typing import Any
 
 from infra.catalog import CATALOG
 
-from ._model import ADVISORY, MANDATORY, Rule, StackIndex, StackResource, StackViolation, get, read, short
+from ._model import (
+    ADVISORY,
+    MANDATORY,
+    Rule,
+    StackIndex,
+    StackResource,
+    StackViolation,
+    as_list,
+    get,
+    read,
+    short,
+)
 from .gpu import (
     LAUNCH_TEMPLATE,
     PLACEMENT_GROUP,
@@ -80,26 +91,52 @@ def capacity_block_placement_violations(resource_type: str, props: Mapping[str, 
     return []
 
 
+def _slot(nic: Mapping[str, Any]) -> tuple[int, int]:
+    """(networkCardIndex, deviceIndex) of a launch-template NIC; both default to 0 as in EC2."""
+    return int(get(nic, "networkCardIndex", default=0)), int(get(nic, "deviceIndex", default=0))
+
+
+def _slot_violations(nics: list[Mapping[str, Any]], itype: Any, spec: Any) -> list[str]:
+    """Every NIC on a card the type has, no slot used twice, and a primary NIC that is not efa-only."""
+    out: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for i, nic in enumerate(nics):
+        card, device = _slot(nic)
+        kind = get(nic, "interfaceType", default="interface")
+        if spec is not None and card >= spec.network_cards:
+            out.append(f"LaunchTemplate networkInterfaces[{i}] ({kind}) has networkCardIndex {card}, but {itype} "
+                       f"has {spec.network_cards} network card(s), indexes 0-{spec.network_cards - 1}.")
+        if (card, device) in seen:
+            out.append(f"LaunchTemplate networkInterfaces[{i}] ({kind}) reuses network card {card} / device "
+                       f"{device}: every (networkCardIndex, deviceIndex) pair must be unique.")
+        seen.add((card, device))
+    primary = [n for n in nics if _slot(n) == (0, 0)]
+    if not primary:
+        out.append("LaunchTemplate networkInterfaces has no primary NIC at network card 0 / device 0: add one of "
+                   "type interface (or efa) there; efa-only devices carry no IP address.")
+    elif any(get(n, "interfaceType") == "efa-only" for n in primary):
+        out.append("An efa-only interface sits at network card 0 / device 0, the primary slot: the primary "
+                   "NIC must be type interface (or efa); put efa-only at device 1 or on another card.")
+    return out
+
+
 def efa_layout_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None):
-    """EfaValidator: EFA interfaces fit the instance type (catalog) and an efa-only NIC is never primary."""
+    """EfaValidator: EFA interfaces fit the instance type (catalog: EFA count, network cards), every
+    (card, device) slot is used once, and the primary NIC (card 0 / device 0) exists and is not efa-only."""
     nics = efa_interfaces(props)
     if not nics:
         return []
-    out = []
-    for nic in nics:
-        card, device = get(nic, "networkCardIndex", default=0), get(nic, "deviceIndex", default=0)
-        if get(nic, "interfaceType") == "efa-only" and int(card) == 0 and int(device) == 0:
-            out.append("An efa-only interface sits at network card 0 / device 0, the primary slot: the primary "
-                       "NIC must be type interface (or efa); put efa-only at device 1 or on another card.")
     itype = get(props, "instanceType")
     spec = CATALOG.get(itype) if isinstance(itype, str) else None
+    all_nics = [n for n in as_list(get(props, "networkInterfaces")) if isinstance(n, Mapping)]
+    out = []
     if spec is not None and spec.efa_interfaces == 0:
         out.append(f"Instance type {itype} does not support EFA, but the template declares {len(nics)} EFA "
                    "interface(s).")
     elif spec is not None and len(nics) > spec.efa_interfaces:
         out.append(f"{len(nics)} EFA interfaces declared; {itype} supports at most {spec.efa_interfaces} "
                    "(see infra.catalog.network_interface_layout).")
-    return out
+    return out + _slot_violations(all_nics, itype, spec)
 
 
 def _reservation(index: StackIndex, owner: StackResource) -> list[StackResource]:
@@ -180,7 +217,8 @@ RULES = [
                      "Block launches; aidc pools on a Capacity Block create none.",
          validator=capacity_block_placement_violations, resource_types=(LAUNCH_TEMPLATE, INSTANCE)),
     Rule(name="efa-interfaces-match-instance-type", control="ParallelCluster EfaValidator", level=MANDATORY,
-         description="EFA interfaces are supported by the instance type and efa-only is never the primary NIC.",
+         description="EFA interfaces fit the instance type's EFA count and network cards, each card/device slot is "
+                     "used once, and the primary NIC exists and is not efa-only.",
          remediation="Build network_interfaces from infra.catalog.network_interface_layout(instance_type).",
          validator=efa_layout_violations, resource_types=(LAUNCH_TEMPLATE,)),
 ]

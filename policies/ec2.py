@@ -1,4 +1,10 @@
-"""EC2 rules: IMDSv2, EBS encryption, instance type allowlist (FSBP EC2.3, EC2.7, EC2.8)."""
+"""EC2 rules: IMDSv2, EBS encryption, public IPs, instance type allowlist (FSBP EC2.3, EC2.7, EC2.8, EC2.9).
+
+Everything that launches instances from its own settings is judged: instances, launch templates,
+launch configurations (Auto Scaling groups on them) and spot instance requests. Launch
+configurations and spot requests carry the instance's property names (``metadataOptions``,
+``rootBlockDevice``, ``ebsBlockDevices``, ``associatePublicIpAddress``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,12 @@ from ._model import ADVISORY, MANDATORY, Rule, as_list, falsy_explicit, get, sho
 
 INSTANCE = "aws:ec2/instance:Instance"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+LAUNCH_CONFIGURATION = "aws:ec2/launchConfiguration:LaunchConfiguration"
+SPOT_REQUEST = "aws:ec2/spotInstanceRequest:SpotInstanceRequest"
+#: Types shaped like an instance (top-level metadataOptions, rootBlockDevice, ebsBlockDevices,
+#: associatePublicIpAddress); a spot request may also take its settings from a launch template.
+INSTANCE_LIKE = (INSTANCE, SPOT_REQUEST, LAUNCH_CONFIGURATION)
+LAUNCHERS = (INSTANCE, LAUNCH_TEMPLATE, LAUNCH_CONFIGURATION, SPOT_REQUEST)
 VOLUME = "aws:ebs/volume:Volume"
 EBS_DEFAULT_ENCRYPTION = "aws:ebs/encryptionByDefault:EncryptionByDefault"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -19,10 +31,10 @@ ASG = "aws:autoscaling/group:Group"
 
 
 def imdsv2_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None) -> list[str]:
-    """EC2.8: instances and launch templates must require IMDSv2 session tokens.
+    """EC2.8: instances, launch templates, launch configurations and spot requests require IMDSv2.
 
-    An instance that names a launch template and sets no ``metadataOptions`` inherits the
-    template's (checked on the template). ``httpEndpoint: disabled`` turns IMDS off: compliant.
+    An instance or spot request that names a launch template and sets no ``metadataOptions``
+    inherits the template's (checked on the template). ``httpEndpoint: disabled`` turns IMDS off: compliant.
     """
     options = get(props, "metadataOptions")
     if get(options, "httpEndpoint") == "disabled":
@@ -30,7 +42,7 @@ def imdsv2_violations(resource_type: str, props: Mapping[str, Any], config: Mapp
     tokens = get(options, "httpTokens")
     if tokens == "required":
         return []
-    if resource_type == INSTANCE and tokens is None and get(props, "launchTemplate") is not None:
+    if resource_type in (INSTANCE, SPOT_REQUEST) and tokens is None and get(props, "launchTemplate") is not None:
         return []
     shown = "unset (defaults to optional)" if tokens is None else repr(tokens)
     return [
@@ -49,7 +61,8 @@ def _device_violations(devices: list[Any], where: str) -> list[str]:
 
 
 def block_device_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None) -> list[str]:
-    """EC2.3: every EBS device an instance or launch template declares is encrypted.
+    """EC2.3: every EBS device an instance, launch template, launch configuration or spot request declares
+    is encrypted.
 
     A launch template without any EBS mapping takes the AMI's root snapshot as is (Deep Learning
     AMIs ship unencrypted snapshots), so it must declare the root device with ``encrypted``.
@@ -66,13 +79,17 @@ def block_device_violations(resource_type: str, props: Mapping[str, Any], config
             [{"deviceName": get(m, "deviceName"), "encrypted": get(m, "ebs", "encrypted")} for m in mappings],
             "LaunchTemplate blockDeviceMappings",
         )
+    kind = short(resource_type)
     out: list[str] = []
     root = get(props, "rootBlockDevice")
     if root is None and get(props, "launchTemplate") is None:
-        out.append("Instance has no rootBlockDevice: set rootBlockDevice.encrypted = true.")
+        out.append(f"{kind} has no rootBlockDevice: set rootBlockDevice.encrypted = true.")
     elif root is not None:
-        out += _device_violations([{"deviceName": "root", "encrypted": get(root, "encrypted")}], "rootBlockDevice")
-    out += _device_violations(as_list(get(props, "ebsBlockDevices")), "Instance ebsBlockDevices")
+        out += _device_violations([{"deviceName": "root", "encrypted": get(root, "encrypted")}],
+                                  f"{kind} rootBlockDevice")
+    # A launch configuration's noDevice mapping suppresses the AMI's device: no volume to encrypt.
+    devices = [d for d in as_list(get(props, "ebsBlockDevices")) if not truthy(get(d, "noDevice"))]
+    out += _device_violations(devices, f"{kind} ebsBlockDevices")
     return out
 
 
@@ -94,7 +111,7 @@ def ebs_default_encryption_violations(
 
 def public_ip_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None) -> list[str]:
     """EC2.9: instances get no public IPv4 address (nodes are reached through SSM)."""
-    if resource_type == INSTANCE:
+    if resource_type in INSTANCE_LIKE:
         flags = [get(props, "associatePublicIpAddress")]
     else:
         flags = [get(n, "associatePublicIpAddress") for n in as_list(get(props, "networkInterfaces"))]
@@ -136,19 +153,22 @@ RULES = [
         name="ec2-imdsv2-required",
         control="FSBP EC2.8",
         level=MANDATORY,
-        description="EC2 instances and launch templates require IMDSv2 (httpTokens = required).",
+        description="EC2 instances, launch templates, launch configurations and spot requests require IMDSv2 "
+                    "(httpTokens = required).",
         remediation='metadataOptions = {httpTokens: "required", httpPutResponseHopLimit: 1 (2 for containers)}',
         validator=imdsv2_violations,
-        resource_types=(INSTANCE, LAUNCH_TEMPLATE),
+        resource_types=LAUNCHERS,
     ),
     Rule(
         name="ec2-block-devices-encrypted",
         control="FSBP EC2.3",
         level=MANDATORY,
-        description="Every EBS device of an instance or launch template is encrypted, root included.",
-        remediation='LaunchTemplate blockDeviceMappings[].ebs.encrypted = "true"; Instance rootBlockDevice.encrypted',
+        description="Every EBS device of an instance, launch template, launch configuration or spot request is "
+                    "encrypted, root included.",
+        remediation='LaunchTemplate blockDeviceMappings[].ebs.encrypted = "true"; Instance, LaunchConfiguration, '
+                    "SpotInstanceRequest rootBlockDevice.encrypted and ebsBlockDevices[].encrypted = true",
         validator=block_device_violations,
-        resource_types=(INSTANCE, LAUNCH_TEMPLATE),
+        resource_types=LAUNCHERS,
     ),
     Rule(
         name="ebs-volume-encrypted",
@@ -172,10 +192,11 @@ RULES = [
         name="ec2-no-public-ip",
         control="FSBP EC2.9",
         level=MANDATORY,
-        description="Instances and launch templates do not associate public IPv4 addresses.",
+        description="Instances, launch templates, launch configurations and spot requests do not associate "
+                    "public IPv4 addresses.",
         remediation="associatePublicIpAddress unset/false; private subnets with NAT; access through SSM.",
         validator=public_ip_violations,
-        resource_types=(INSTANCE, LAUNCH_TEMPLATE),
+        resource_types=LAUNCHERS,
     ),
     Rule(
         name="instance-type-allowlist",

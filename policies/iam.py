@@ -41,6 +41,9 @@ def _allow_statements(resource_type: str, props: Mapping[str, Any]) -> tuple[lis
 def admin_wildcard_violations(resource_type: str, props: Mapping[str, Any], config: Mapping | None = None) -> list[str]:
     """IAM.1: no statement allows Action "*" on Resource "*" (full administrator).
 
+    An Allow with ``NotAction`` or ``NotResource`` grants everything not listed (``NotAction: iam:*``
+    on ``*`` is admin minus IAM), so it is reported whatever it lists.
+
     Attaching the AWS-managed ``AdministratorAccess`` policy (an attachment resource or a role's
     ``managedPolicyArns``) grants the same and is reported too.
     """
@@ -52,6 +55,12 @@ def admin_wildcard_violations(resource_type: str, props: Mapping[str, Any], conf
     found, errors = _allow_statements(resource_type, props)
     out += errors
     for label, stmt in found:
+        negated = [f"{key} {stmt.get(key)!r}" for key in ("NotAction", "NotResource") if key in stmt]
+        if negated:
+            out.append(f"{short(resource_type)} {label} has an Allow with {' and '.join(negated)}: it grants "
+                       "everything not listed (including what AWS adds later); list the allowed Action and "
+                       "Resource instead.")
+            continue
         actions = as_list(stmt.get("Action"))
         if ("*" in actions or "*:*" in actions) and "*" in as_list(stmt.get("Resource")):
             out.append(f"{short(resource_type)} {label} allows Action \"*\" on Resource \"*\": grant the "
@@ -78,7 +87,8 @@ RULES = [
         name="iam-no-admin-wildcard",
         control="FSBP IAM.1",
         level=MANDATORY,
-        description='IAM policies do not allow Action "*" on Resource "*" (nor attach AdministratorAccess).',
+        description='IAM policies do not allow Action "*" on Resource "*", nor Allow with NotAction/NotResource '
+                    "(nor attach AdministratorAccess).",
         remediation="Scope actions and resources; use AWS managed job-function policies for admins.",
         validator=admin_wildcard_violations,
         resource_types=POLICY_TYPES + ATTACHMENT_TYPES,

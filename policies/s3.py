@@ -8,6 +8,7 @@ what is attached to it. v6 names (``BucketV2``, ``...V2``) are accepted too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -125,7 +126,33 @@ def versioning_violations(resources: Sequence[StackResource], config: Mapping | 
     return out
 
 
-def _denies_insecure_transport(doc: Mapping[str, Any]) -> bool:
+S3_ARN = re.compile(r"^arn:[^:]*:s3:::(?P<tail>.*)$")
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """An IAM resource pattern (``*`` any run, ``?`` one character) as a regex."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
+
+
+def _coverage(tails: list[str], bucket: str | None) -> tuple[bool, bool]:
+    """(bucket covered, every object covered) by S3 resource tails (ARNs without ``arn:<p>:s3:::``).
+
+    With the bucket's name unknown (preview), a bucket-level ARN and an ``<arn>/*`` next to it stand in:
+    a bucket policy can only name its own bucket.
+    """
+    if bucket is None:
+        levels = {t for t in tails if "/" not in t}
+        return bool(levels), "*" in tails or any(f"{t}/*" in tails for t in levels)
+    bucket_ok = any(_glob(t).fullmatch(bucket) for t in tails)
+    # A pattern covers every key when its part before a final "*" matches a prefix of "<bucket>/".
+    prefixes = [f"{bucket}/"[:n] for n in range(len(bucket) + 2)]
+    objects_ok = any(t.endswith("*") and any(_glob(t[:-1]).fullmatch(p) for p in prefixes) for t in tails)
+    return bucket_ok, objects_ok
+
+
+def _tls_deny_resources(doc: Mapping[str, Any]) -> list[str] | None:
+    """S3 ARNs (or ``*``) the statements denying insecure transport to everyone name; None: no such statement."""
+    resources: list[str] | None = None
     for stmt in statements(doc):
         if stmt.get("Effect") != "Deny":
             continue
@@ -136,12 +163,42 @@ def _denies_insecure_transport(doc: Mapping[str, Any]) -> bool:
         principals = as_list(get(principal, "AWS") if isinstance(principal, Mapping) else principal)
         actions = as_list(stmt.get("Action"))
         if "*" in principals and ("s3:*" in actions or "*" in actions):
-            return True
-    return False
+            resources = (resources or []) + [r for r in as_list(stmt.get("Resource"))
+                                             if isinstance(r, str) and (r == "*" or S3_ARN.match(r))]
+    return resources
+
+
+def _bucket_name(bucket: StackResource) -> str | None:
+    """The bucket's name from its ARN or ``bucket`` property; None while both are unknown (preview)."""
+    arn = safe(lambda: get(bucket.props, "arn"))
+    match = S3_ARN.match(arn) if isinstance(arn, str) else None
+    if match and match["tail"]:
+        return match["tail"]
+    name = safe(lambda: get(bucket.props, "bucket"))
+    return name if isinstance(name, str) and name else None
+
+
+def _tls_finding(bucket: StackResource, docs: list[Mapping[str, Any]]) -> str | None:
+    """Why the bucket's policies do not deny non-TLS access to the bucket and all its objects; None if they do."""
+    found = [t for t in (_tls_deny_resources(d) for d in docs) if t is not None]
+    if not found:
+        return (f"Bucket {bucket.name} policy does not deny non-TLS requests: add a Deny statement for "
+                "Principal \"*\", Action \"s3:*\" with Condition Bool aws:SecureTransport = \"false\".")
+    resources = sorted({r for rs in found for r in rs})
+    tails = [r if r == "*" else S3_ARN.match(r)["tail"] for r in resources]
+    name = _bucket_name(bucket)
+    bucket_ok, objects_ok = _coverage(tails, name)
+    if bucket_ok and objects_ok:
+        return None
+    arn = f"arn:aws:s3:::{name or '<bucket>'}"
+    missing = " and ".join(m for m, ok in ((arn, bucket_ok), (f"{arn}/*", objects_ok)) if not ok)
+    return (f"Bucket {bucket.name} policy denies non-TLS requests only on Resource {resources}, which leaves "
+            f"{missing} reachable over HTTP; make the Deny statement's Resource [\"{arn}\", \"{arn}/*\"].")
 
 
 def tls_only_violations(resources: Sequence[StackResource], config: Mapping | None = None) -> list[StackViolation]:
-    """S3.5: the bucket policy denies every request made without TLS (aws:SecureTransport = false).
+    """S3.5: the bucket policy denies every request made without TLS (aws:SecureTransport = false),
+    on the bucket and on every object (Resource ``[arn, arn/*]``, ``*`` or a wildcard covering both).
 
     A policy whose text is unknown during preview is not judged (it is checked on update).
     """
@@ -153,12 +210,10 @@ def tls_only_violations(resources: Sequence[StackResource], config: Mapping | No
         texts.append(safe(lambda b=bucket: get(b.props, "policy")))
         if any(t is None for t in texts[:-1]):
             continue  # unknown during preview
-        docs = [policy_document(t) for t in texts if t]
-        if any(d is not None and _denies_insecure_transport(d) for d in docs):
-            continue
-        out.append(StackViolation(bucket.urn, bucket.name, f"Bucket {bucket.name} policy does not deny "
-                                  "non-TLS requests: add a Deny statement for Principal \"*\", Action "
-                                  "\"s3:*\" with Condition Bool aws:SecureTransport = \"false\"."))
+        docs = [d for d in (policy_document(t) for t in texts if t) if d is not None]
+        finding = _tls_finding(bucket, docs)
+        if finding:
+            out.append(StackViolation(bucket.urn, bucket.name, finding))
     return out
 
 

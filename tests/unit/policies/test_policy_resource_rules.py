@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from policy_stacks import efa_launch_template, nic, policy_json
 
+from infra.catalog import CATALOG, network_interface_layout
 from policies import ec2, eks, iam, kms, network, storage, tags
 from policies.capacity import capacity_block_placement_violations, capacity_block_violations, efa_layout_violations
+from policies.runner import evaluate
 from policies.s3 import public_grant_violations
 
 LT, INSTANCE = ec2.LAUNCH_TEMPLATE, ec2.INSTANCE
@@ -228,3 +230,82 @@ def test_capacity_block_names_no_placement_group(resource_type, props, ok):
     assert (found == []) is ok, found
     if not ok:
         assert "InsufficientInstanceCapacity" in found[0] and "Remove the placement group" in found[0]
+
+
+def _catalog_layout(instance_type: str, efa: bool) -> list[dict]:
+    return [nic(s.network_card_index, s.device_index, s.kind) for s in network_interface_layout(instance_type, efa=efa)]
+
+
+@pytest.mark.parametrize("instance_type", sorted(CATALOG))
+def test_every_layout_the_catalog_generates_passes(instance_type):
+    for efa in (True, False):
+        props = efa_launch_template(instanceType=instance_type,
+                                    networkInterfaces=_catalog_layout(instance_type, efa))["props"]
+        assert efa_layout_violations(LT, props) == [], (instance_type, efa)
+
+
+@pytest.mark.parametrize(("nics", "expected"), [
+    # p4d has network cards 0-3.
+    ([nic(0, 0, "interface"), nic(0, 1, "efa-only"), nic(7, 0, "efa-only")],
+     "networkCardIndex 7, but p4d.24xlarge has 4 "),
+    ([nic(0, 0, "interface"), nic(0, 1, "efa-only"), nic(0, 1, "efa-only")], "reuses network card 0 / device 1"),
+    ([nic(0, 1, "efa-only"), nic(1, 0, "efa-only")], "no primary NIC"),
+    ([nic(0, 0, "efa-only"), nic(1, 0, "efa-only")], "primary"),
+])
+def test_efa_layout_rejects_bad_slots(nics, expected):
+    found = efa_layout_violations(LT, efa_launch_template(instanceType="p4d.24xlarge", networkInterfaces=nics)["props"])
+    assert any(expected in f for f in found), found
+
+
+def test_efa_layout_accepts_the_older_efa_primary_and_an_untyped_primary():
+    older = [nic(0, 0, "efa"), nic(1, 0, "efa-only")]
+    assert efa_layout_violations(LT, efa_launch_template(instanceType="p4d.24xlarge",
+                                                         networkInterfaces=older)["props"]) == []
+    untyped = {k: v for k, v in nic(0, 0, "interface").items() if k != "interfaceType"}
+    assert efa_layout_violations(LT, efa_launch_template(instanceType="p4d.24xlarge", networkInterfaces=[
+        untyped, nic(0, 1, "efa-only")])["props"]) == []
+
+
+@pytest.mark.parametrize("document", [
+    {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
+    {"Effect": "Allow", "Action": "*", "NotResource": "arn:aws:s3:::secret/*"},
+    {"Effect": "Allow", "NotAction": ["s3:DeleteBucket"], "NotResource": ["arn:aws:s3:::b"]},
+])
+def test_iam_not_action_and_not_resource_grant_everything_not_listed(document):
+    found = iam.admin_wildcard_violations(iam.POLICY, {"policy": policy_json(document)})
+    assert len(found) == 1 and "grants everything not listed" in found[0], found
+    for key in ("NotAction", "NotResource"):
+        assert (f"{key} {document.get(key)!r}" in found[0]) is (key in document)
+    deny = {**document, "Effect": "Deny"}
+    assert iam.admin_wildcard_violations(iam.POLICY, {"policy": policy_json(deny)}) == []
+
+
+LC = "aws:ec2/launchConfiguration:LaunchConfiguration"
+SPOT = "aws:ec2/spotInstanceRequest:SpotInstanceRequest"
+SAFE_LAUNCH = {"metadataOptions": {"httpTokens": "required"}, "rootBlockDevice": {"encrypted": True},
+               "ebsBlockDevices": [{"deviceName": "/dev/sdf", "encrypted": True}],
+               "associatePublicIpAddress": False}
+
+
+@pytest.mark.parametrize("resource_type", [LC, SPOT])
+@pytest.mark.parametrize(("rule", "edit"), [
+    ("ec2-imdsv2-required", {"metadataOptions": {"httpTokens": "optional"}}),
+    ("ec2-imdsv2-required", {"metadataOptions": None}),
+    ("ec2-block-devices-encrypted", {"rootBlockDevice": {"encrypted": False}}),
+    ("ec2-block-devices-encrypted", {"rootBlockDevice": None}),
+    ("ec2-block-devices-encrypted", {"ebsBlockDevices": [{"deviceName": "/dev/sdg", "encrypted": False}]}),
+    ("ec2-no-public-ip", {"associatePublicIpAddress": True}),
+])
+def test_launch_configurations_and_spot_requests_are_judged(resource_type, rule, edit):
+    clean = [{"type": resource_type, "name": "nodes", "props": dict(SAFE_LAUNCH)}]
+    assert [v.rule for v in evaluate(clean, {"required-tags": "disabled"})] == []
+    props = {k: v for k, v in {**SAFE_LAUNCH, **edit}.items() if v is not None}
+    found = evaluate([{"type": resource_type, "name": "nodes", "props": props}], {"required-tags": "disabled"})
+    assert [v.rule for v in found] == [rule], found
+    assert resource_type.rsplit(":", 1)[-1] in found[0].message
+
+
+def test_spot_request_on_a_launch_template_inherits_its_settings():
+    assert ec2.imdsv2_violations(SPOT, {"launchTemplate": {"id": "lt-1"}}) == []
+    assert ec2.block_device_violations(SPOT, {"launchTemplate": {"id": "lt-1"}}) == []
+    assert ec2.imdsv2_violations(LC, {}) and ec2.block_device_violations(LC, {})

@@ -7,8 +7,10 @@ The ``preview`` tests reproduce what the engine sends before anything exists: id
 from __future__ import annotations
 
 import copy
+import json
 
-from policy_stacks import TAGS, efa_launch_template, find, good_stack, nic, res, self_sg
+import pytest
+from policy_stacks import BUCKET, TAGS, efa_launch_template, find, good_stack, nic, res, self_sg, tls_policy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE as UNKNOWN
 
 from policies.runner import evaluate
@@ -235,7 +237,7 @@ def test_v6_tokens_inline_settings_and_account_public_access_block():
         "bucket": "legacy", "tags": TAGS, "versioning": {"enabled": True},
         "serverSideEncryptionConfiguration": {"rule": {"applyServerSideEncryptionByDefault": {
             "sseAlgorithm": "aws:kms:dsse"}}},
-        "policy": find(good_stack(), "ckpt-policy")["props"]["policy"]}, "legacy")
+        "policy": tls_policy("legacy")}, "legacy")
     account = res("aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", "account-pab", {
         "blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True})
     assert rules_fired([bucket, account]) == set()
@@ -271,3 +273,49 @@ def test_inline_rule_naming_the_groups_own_id_counts_as_self():
     assert "efa-security-group-self-reference" not in rules_fired(stack)
     sg["egress"][0]["securityGroups"] = ["sg-other"]
     assert "efa-security-group-self-reference" in rules_fired(stack)
+
+
+def _tls_resources(stack, resource, bucket_props=None):
+    policy = find(stack, "ckpt-policy")["props"]
+    doc = json.loads(policy["policy"])
+    doc["Statement"][0]["Resource"] = resource
+    policy["policy"] = json.dumps(doc)
+    find(stack, "ckpt")["props"].update(bucket_props or {})
+    return [v.message for v in evaluate(stack) if v.rule == "s3-tls-only"]
+
+
+ARN = f"arn:aws:s3:::{BUCKET}"
+
+
+@pytest.mark.parametrize(("resource", "bucket_props", "ok"), [
+    ([ARN, f"{ARN}/*"], None, True),
+    ("*", None, True),
+    ("arn:aws:s3:::*", None, True),
+    (f"{ARN}*", None, True),
+    ([f"arn:aws-us-gov:s3:::{BUCKET}", f"arn:aws-us-gov:s3:::{BUCKET}/*"], {"arn": f"arn:aws-us-gov:s3:::{BUCKET}"},
+     True),
+    # The bucket's arn unknown in preview: its name (the bucket property) still identifies it.
+    ([ARN, f"{ARN}/*"], {"arn": UNKNOWN}, True),
+    (ARN, None, False),
+    ([ARN], None, False),
+    (f"{ARN}/*", None, False),
+    ([ARN, f"{ARN}/logs/*"], None, False),
+    (["arn:aws:s3:::other-bucket", "arn:aws:s3:::other-bucket/*"], None, False),
+    # Neither name nor arn known: a bucket-level ARN and its /* are still required.
+    ([ARN, f"{ARN}/*"], {"arn": UNKNOWN, "bucket": UNKNOWN}, True),
+    (ARN, {"arn": UNKNOWN, "bucket": UNKNOWN}, False),
+])
+def test_tls_deny_covers_the_bucket_and_its_objects(resource, bucket_props, ok):
+    found = _tls_resources(_bucket_stack(), resource, bucket_props)
+    assert (found == []) is ok, found
+    if not ok:
+        assert "ckpt" in found[0] and "Resource" in found[0]
+
+
+def test_tls_deny_may_be_split_over_two_statements():
+    stack = _bucket_stack()
+    policy = find(stack, "ckpt-policy")["props"]
+    doc = json.loads(policy["policy"])
+    doc["Statement"] = [dict(doc["Statement"][0], Resource=ARN), dict(doc["Statement"][0], Resource=f"{ARN}/*")]
+    policy["policy"] = json.dumps(doc)
+    assert "s3-tls-only" not in rules_fired(stack)
