@@ -1,6 +1,7 @@
 """GPU node pools: placement group (a new one, an ODCR's existing one, or none for a Capacity
 Block), launch template (EFA NIC layout, IMDSv2, CMK-encrypted gp3 root, capacity), and either
-fixed instances (training) or an Auto Scaling group (inference).
+fixed instances (training) or an Auto Scaling group (inference). Fixed instances never follow
+template changes (a new AMI) by themselves; see :func:`fixed_node_options`.
 
 All layout decisions come from pure code (``infra.catalog.network_interface_layout``,
 ``infra.config.NodePool``); this module only turns them into resources.
@@ -19,6 +20,18 @@ from infra.tags import TAG_NAME, pool_tags
 
 #: Resource types whose launch-time tags come from the template (instance, its volumes, its NICs).
 TAGGED_AT_LAUNCH = ("instance", "volume", "network-interface")
+
+
+def fixed_node_options(child: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+    """Options of a fixed pool's instance: its launch template is ignored after creation.
+
+    The template moves to a new version whenever the AMI changes, and the default AMI is read from
+    the DLAMI's ``.../latest/ami-id`` parameter on every ``pulumi up``; the provider replaces an
+    instance whose ``$Latest`` version moved, so one AMI release would replace a whole pool
+    (Capacity Block nodes included) on the next ``pulumi up --refresh``. Replacing a node is done
+    on purpose only: ``pulumi up --replace <urn>`` (the new node gets the template's newest version).
+    """
+    return pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["launchTemplate"]))
 
 
 @dataclass(kw_only=True)
@@ -196,7 +209,7 @@ class GpuNodePool(pulumi.ComponentResource):
             ),
             tags={**self.tags, TAG_NAME: node},
             volume_tags={**self.tags, TAG_NAME: f"{node}-root"},
-            opts=child,
+            opts=fixed_node_options(child),
         )
 
     def _auto_scaling_group(self, name: str, args: GpuNodePoolArgs, child) -> aws.autoscaling.Group:

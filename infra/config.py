@@ -123,7 +123,26 @@ class Cluster(ConfigModel):
                         f"is in {cap.reservation_availability_zone!r} but the pool would be in "
                         f"{sorted(pool_azs)}; set availabilityZones: [{cap.reservation_availability_zone!r}]"
                     )
+            self._one_az_per_placement_group(i, pool)
         return self
+
+    def _one_az_per_placement_group(self, index: int, pool: NodePool) -> None:
+        # A cluster placement group lives in one AZ: an Auto Scaling group spread over several
+        # would fail every launch outside the AZ of the group's first instance.
+        azs = self.pool_azs(pool)
+        if not pool.uses_placement_group or len(set(azs)) < 2:
+            return
+        shown = "true" if pool.placement_group else "unset (a group by default for this pool)"
+        where = (
+            f"its availabilityZones are {azs}"
+            if pool.availability_zones
+            else f"an Auto Scaling pool without availabilityZones spans all cluster AZs {azs}"
+        )
+        raise ValueError(
+            f"nodePools[{index}].placementGroup: {shown} needs the pool in one AZ (a cluster placement group "
+            f"lives in a single AZ), but {where}; pin the pool to one AZ "
+            f"(availabilityZones: [{azs[0]!r}]) or set placementGroup: false"
+        )
 
     def pool_azs(self, pool: NodePool) -> list[str]:
         """The AZs a pool's instances go to (see :class:`NodePool` for the defaults)."""

@@ -34,16 +34,42 @@ class ConfigModel(BaseModel):
         return value
 
 
+#: gp3 limits RunInstances enforces (EC2 API ``EbsBlockDevice``, raised in September 2025):
+#: IOPS 3,000-80,000 and at most 500 per GiB; throughput 125-2,000 MiB/s and at most 0.25 MiB/s
+#: per provisioned IOPS. A template that breaks them is accepted and every launch fails.
+GP3_MAX_IOPS_PER_GIB = 500
+GP3_IOPS_PER_MIBPS = 4  # 0.25 MiB/s per IOPS
+
+
 class RootVolume(ConfigModel):
-    """gp3 root volume, always encrypted with the stack's CMK."""
+    """gp3 root volume, always encrypted with the stack's CMK. ``iops`` at most 500 per GiB of
+    ``sizeGiB``; ``throughputMiBps`` at most ``iops`` / 4 (0.25 MiB/s per IOPS)."""
 
     size_gib: int = Field(
         200, alias="sizeGiB", ge=50, le=16384, description="Root volume size in GiB (DLAMIs need >= 50)."
     )
-    iops: int = Field(3000, ge=3000, le=16000, description="gp3 IOPS (3000-16000).")
+    iops: int = Field(3000, ge=3000, le=80000, description="gp3 IOPS (3000-80000, <= 500 per GiB).")
     throughput_mibps: int = Field(
-        125, ge=125, le=1000, alias="throughputMiBps", description="gp3 throughput in MiB/s (125-1000)."
+        125, ge=125, le=2000, alias="throughputMiBps", description="gp3 throughput in MiB/s (125-2000, <= iops/4)."
     )
+
+    @model_validator(mode="after")
+    def _gp3_ratios(self) -> RootVolume:
+        most_iops = self.size_gib * GP3_MAX_IOPS_PER_GIB
+        if self.iops > most_iops:
+            need = -(-self.iops // GP3_MAX_IOPS_PER_GIB)
+            raise ValueError(
+                f"iops: {self.iops} is more than gp3 allows for sizeGiB {self.size_gib} (500 IOPS per GiB, at most "
+                f"{most_iops}); lower iops or set sizeGiB to at least {need}"
+            )
+        most_throughput = self.iops // GP3_IOPS_PER_MIBPS
+        if self.throughput_mibps > most_throughput:
+            raise ValueError(
+                f"throughputMiBps: {self.throughput_mibps} is more than gp3 allows for iops {self.iops} (0.25 MiB/s "
+                f"per IOPS, at most {most_throughput}); lower throughputMiBps or set iops to at least "
+                f"{self.throughput_mibps * GP3_IOPS_PER_MIBPS}"
+            )
+        return self
 
 
 CapacityType = Literal["on-demand", "spot", "capacity-block", "odcr"]
@@ -54,7 +80,9 @@ class Capacity(ConfigModel):
 
     ``capacity-block`` and ``odcr`` target ``reservationId``; ``reservationInstanceCount`` and
     ``reservationAvailabilityZone`` describe that reservation (as shown by the console or
-    ``aws ec2 describe-capacity-reservations``) so the count and AZ can be checked before deploy.
+    ``aws ec2 describe-capacity-reservations``) so the count and AZ can be checked before deploy:
+    a Capacity Block's pool ``count`` equals its instance count; an ODCR's pool may use part of it
+    (``count`` at most its instance count).
     ``reservationPlacementGroup`` (``odcr`` only) is the name of the existing cluster placement
     group the ODCR was created in (the end of its ``PlacementGroupArn``): such a reservation only
     serves launches into that group, so the pool launches there instead of into a new one.
@@ -149,7 +177,14 @@ class NodePool(ConfigModel):
     the pool uses EFA. An explicit ``placementGroup: true`` keeps a new group on a Capacity Block
     (a stack deployed before this default cannot delete a group its instances are in); CrossGuard
     warns about it. ``availabilityZones`` unset means: the first cluster AZ (EFA pools must stay in
-    one AZ), or all cluster AZs for Auto Scaling pools.
+    one AZ), or all cluster AZs for Auto Scaling pools. A pool with a placement group must be in one
+    AZ (a cluster placement group lives in a single AZ): an Auto Scaling pool with
+    ``placementGroup: true`` names its one AZ in ``availabilityZones``.
+
+    Node image: fixed pools' instances never follow a new AMI on their own (``ami`` unset reads
+    the DLAMI's ``.../latest/ami-id`` parameter on every ``pulumi up``, which moves the launch
+    template to a new version): replacing a node is deliberate, ``pulumi up --replace <urn>``.
+    Auto Scaling pools launch new instances from the newest template version.
     """
 
     name: str = Field(..., pattern=rf"^({NAME_RE})$")
@@ -218,11 +253,7 @@ class NodePool(ConfigModel):
                 "use on-demand, odcr or capacity-block"
             )
         self._placement_rules()
-        if cap.type in ("capacity-block", "odcr") and cap.reservation_instance_count != self.count:
-            raise ValueError(
-                f"count: {self.count} differs from capacity.reservationInstanceCount "
-                f"({cap.reservation_instance_count}) of reservation {cap.reservation_id}; they must be equal"
-            )
+        self._reservation_count_rules()
         if self.autoscaling is not None:
             if self.role != "infer":
                 raise ValueError(f"autoscaling: only allowed for role 'infer', not {self.role!r}")
@@ -234,6 +265,24 @@ class NodePool(ConfigModel):
                     f"({self.autoscaling.min_size}..{self.autoscaling.max_size})"
                 )
         return self
+
+    def _reservation_count_rules(self) -> None:
+        cap = self.capacity
+        # A Capacity Block is paid for whole and its nodes are one job's: the pool is the block.
+        if cap.type == "capacity-block" and cap.reservation_instance_count != self.count:
+            raise ValueError(
+                f"count: {self.count} differs from capacity.reservationInstanceCount "
+                f"({cap.reservation_instance_count}) of reservation {cap.reservation_id}; they must be equal"
+            )
+        # An ODCR may serve fewer instances than it holds (the rest stays open to other launches);
+        # more would launch outside it, as on-demand or not at all.
+        held = cap.reservation_instance_count
+        if cap.type == "odcr" and held is not None and self.count > held:
+            raise ValueError(
+                f"count: {self.count} is more than capacity.reservationInstanceCount "
+                f"({held}) of ODCR {cap.reservation_id}; a pool may use part of an ODCR, "
+                "not more than it holds"
+            )
 
     def _placement_rules(self) -> None:
         # ParallelCluster's PlacementGroupCapacityReservationValidator: a reservation created in a

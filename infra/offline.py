@@ -47,6 +47,8 @@ class RecordedResource:
     parent: str | None
     custom: bool
     id: str = ""
+    #: The ``ignore_changes`` resource option as the engine gets it (camelCase property names).
+    ignore_changes: list[str] = field(default_factory=list)
 
     @property
     def parent_type(self) -> str | None:
@@ -356,6 +358,7 @@ class _RecordingMonitor(MockMonitor):
                     parent=request.parent or None,
                     custom=bool(request.custom),
                     id=self.resources[response.urn].id,
+                    ignore_changes=list(request.ignoreChanges),
                 )
             )
         return response

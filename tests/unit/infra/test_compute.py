@@ -129,6 +129,21 @@ def test_imdsv2_and_cmk_encrypted_gp3_root(runs, stack):
         assert rbd["encrypted"] is True and rbd["kmsKeyId"] == cmk_arn(run) and rbd["volumeType"] == "gp3"
 
 
+def test_fixed_nodes_ignore_launch_template_changes(runs):
+    """A new DLAMI (the default AMI is read from .../latest/ami-id on every `pulumi up`) gives the
+    template a new version; the provider replaces an instance whose "$Latest" version moved, so
+    without ignore_changes one AMI release would replace every node, Capacity Block ones included."""
+    for stack in ("dev", "p5"):
+        instances = runs[stack].of_type(INSTANCE)
+        assert instances
+        for inst in instances:
+            assert inst.ignore_changes == ["launchTemplate"], inst.name
+    # Nothing else is frozen: the template follows the AMI, the ASG launches from its newest version.
+    run = runs["inference"]
+    assert [r.ignore_changes for r in run.of_type(LT) + run.of_type(ASG)] == [[], []]
+    assert runs["p5"].of_type(LT)[0].ignore_changes == []
+
+
 def test_hop_limit_follows_config(runs):
     assert runs["dev"].of_type(LT)[0].inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
     assert runs["inference"].of_type(LT)[0].inputs["metadataOptions"]["httpPutResponseHopLimit"] == 2

@@ -23,6 +23,9 @@ CB = {
 
 ODCR = {**CB, "type": "odcr"}
 PG_ARN = "arn:aws:ec2:us-east-1:111122223333:placement-group/odcr-pg"
+#: An Auto Scaling inference pool that asks for a placement group (default AZs: all cluster AZs).
+SERVE_IN_GROUP = {"name": "serve", "role": "infer", "instanceType": "g6e.12xlarge", "count": 2, "placementGroup": True,
+                  "autoscaling": {"maxSize": 4}}  # fmt: skip
 
 
 def load(mutate=None):
@@ -169,10 +172,48 @@ POOL_CASES = {
         "aidc:cluster.nodePools[0].count: 4 differs from capacity.reservationInstanceCount (2) of reservation "
         "cr-0123456789abcdef0; they must be equal",
     ),
-    "ODCR count differs": (
-        lambda r: pool(r).update(count=1, capacity={**CB, "type": "odcr"}),
+    "ODCR smaller than the pool": (
+        lambda r: pool(r).update(count=3, capacity=ODCR),
+        "aidc:cluster.nodePools[0].count: 3 is more than capacity.reservationInstanceCount (2) of ODCR "
+        "cr-0123456789abcdef0; a pool may use part of an ODCR, not more than it holds",
+    ),
+    "capacity block larger than the pool": (
+        lambda r: pool(r).update(count=1, capacity=CB),
         "aidc:cluster.nodePools[0].count: 1 differs from capacity.reservationInstanceCount (2) of reservation "
         "cr-0123456789abcdef0; they must be equal",
+    ),
+    "placement group over two AZs (Auto Scaling pool)": (
+        lambda r: r["cluster"]["nodePools"].append(dict(SERVE_IN_GROUP)),
+        "aidc:cluster.nodePools[1].placementGroup: true needs the pool in one AZ (a cluster placement group lives "
+        "in a single AZ), but an Auto Scaling pool without availabilityZones spans all cluster AZs "
+        "['us-east-1a', 'us-east-1b']; pin the pool to one AZ (availabilityZones: ['us-east-1a']) or set "
+        "placementGroup: false",
+    ),
+    "placement group over two listed AZs": (
+        lambda r: pool(r).update(
+            instanceType="g6.xlarge", placementGroup=True, availabilityZones=["us-east-1b", "us-east-1a"]
+        ),
+        "aidc:cluster.nodePools[0].placementGroup: true needs the pool in one AZ (a cluster placement group lives "
+        "in a single AZ), but its availabilityZones are ['us-east-1b', 'us-east-1a']; pin the pool to one AZ "
+        "(availabilityZones: ['us-east-1b']) or set placementGroup: false",
+    ),
+    "gp3 throughput above 0.25 MiB/s per IOPS": (
+        lambda r: pool(r).update(rootVolume={"iops": 3000, "throughputMiBps": 1000}),
+        "aidc:cluster.nodePools[0].rootVolume.throughputMiBps: 1000 is more than gp3 allows for iops 3000 "
+        "(0.25 MiB/s per IOPS, at most 750); lower throughputMiBps or set iops to at least 4000",
+    ),
+    "gp3 IOPS above 500 per GiB": (
+        lambda r: pool(r).update(rootVolume={"sizeGiB": 100, "iops": 60000}),
+        "aidc:cluster.nodePools[0].rootVolume.iops: 60000 is more than gp3 allows for sizeGiB 100 (500 IOPS per "
+        "GiB, at most 50000); lower iops or set sizeGiB to at least 120",
+    ),
+    "gp3 IOPS above the maximum": (
+        lambda r: pool(r).update(rootVolume={"sizeGiB": 1024, "iops": 80001}),
+        "aidc:cluster.nodePools[0].rootVolume.iops: 80001: Input should be less than or equal to 80000",
+    ),
+    "gp3 throughput above the maximum": (
+        lambda r: pool(r).update(rootVolume={"iops": 16000, "throughputMiBps": 2001}),
+        "aidc:cluster.nodePools[0].rootVolume.throughputMiBps: 2001: Input should be less than or equal to 2000",
     ),
     "spot with EFA": (
         lambda r: pool(r).update(capacity={"type": "spot"}),
@@ -271,6 +312,33 @@ def test_explicit_placement_group_settings_that_agree_with_the_reservation_load(
     # On-demand keeps today's behaviour: a non-EFA pool may still ask for a new group.
     asked = load(lambda r: pool(r).update(instanceType="g6.xlarge", placementGroup=True)).cluster.node_pools[0]
     assert asked.uses_placement_group and asked.existing_placement_group is None
+
+
+def test_a_pool_may_use_part_of_an_odcr():
+    p = load(lambda r: pool(r).update(count=2, capacity={**ODCR, "reservationInstanceCount": 4})).cluster.node_pools[0]
+    assert (p.count, p.capacity.reservation_instance_count) == (2, 4)
+
+
+def test_placement_group_in_one_az_loads():
+    """The fixes the placement group error names: pin the Auto Scaling pool to one AZ, or no group."""
+    serve = SERVE_IN_GROUP
+    cfg = load(lambda r: r["cluster"]["nodePools"].append({**serve, "availabilityZones": ["us-east-1b"]}))
+    pinned = cfg.cluster.node_pools[1]
+    assert pinned.uses_placement_group and cfg.cluster.pool_azs(pinned) == ["us-east-1b"]
+    cfg = load(lambda r: r["cluster"]["nodePools"].append({**serve, "placementGroup": False}))
+    spread = cfg.cluster.node_pools[1]
+    assert not spread.uses_placement_group and cfg.cluster.pool_azs(spread) == ["us-east-1a", "us-east-1b"]
+
+
+# (sizeGiB, iops, throughputMiBps) at the edges gp3 allows: 500 IOPS/GiB, 0.25 MiB/s per IOPS, 80K, 2,000.
+GP3_LIMITS = [(50, 25000, 2000), (160, 80000, 2000), (200, 3000, 750), (1024, 8000, 2000), (50, 3000, 125)]
+
+
+@pytest.mark.parametrize(("size", "iops", "throughput"), GP3_LIMITS)
+def test_gp3_root_volume_at_its_limits_loads(size, iops, throughput):
+    volume = {"sizeGiB": size, "iops": iops, "throughputMiBps": throughput}
+    root = load(lambda r: pool(r).update(rootVolume=volume)).cluster.node_pools[0].root_volume
+    assert (root.size_gib, root.iops, root.throughput_mibps) == (size, iops, throughput)
 
 
 def test_spot_is_fine_without_efa():
