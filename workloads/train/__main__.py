@@ -41,7 +41,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     a("--deterministic", action="store_true", help="deterministic algorithms (bit-reproducible on CPU)")
     a("--data", default=d.data, help="'synthetic' or a token shard file/directory" + _D)
     a("--ckpt-dir", default=d.ckpt_dir, help="directory, FSx path or s3://bucket/prefix; '': no checkpoints")
-    a("--ckpt-every", type=int, default=d.ckpt_every, help="save every K steps, 0: never" + _D)
+    a("--ckpt-every", type=int, default=d.ckpt_every, help="save every K steps and at the last step, 0: never" + _D)
     a("--keep-last", type=int, default=d.keep_last, help="valid checkpoints to keep" + _D)
     a("--kms-key-id", default=d.kms_key_id, help="SSE-KMS key id/ARN for s3:// checkpoints")
     a("--metrics", default=d.metrics, help="JSON-lines metrics file (rank 0)")

@@ -177,13 +177,26 @@ class BatchLoader:
         t = torch.from_numpy(rows)
         return t[:, :-1].contiguous(), t[:, 1:].contiguous()
 
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.position, "world_size": self.world_size}
+    def _layout(self) -> dict[str, int | str]:
+        """What maps ``position`` to samples; a resume under another layout would skip or repeat data.
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("world_size", self.world_size) != self.world_size:
-            raise DataError(
-                f"checkpoint data position was saved with world_size={state['world_size']}, "
-                f"now {self.world_size}: resume with the same number of ranks"
-            )
+        The data is named by its token count, not its path: shards copied elsewhere still resume.
+        """
+        tokens = "synthetic" if self._tokens is None else len(self._tokens)
+        return {"world_size": self.world_size, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                "seed": self.seed, "data_tokens": tokens}
+
+    def state_dict(self) -> dict[str, int | str]:
+        return {"position": self.position, **self._layout()}
+
+    def load_state_dict(self, state: dict[str, int | str]) -> None:
+        flags = {"world_size": "the number of ranks", "batch_size": "--batch-size", "seq_len": "--seq-len",
+                 "seed": "--seed", "data_tokens": "--data (same shards)"}
+        for key, now in self._layout().items():
+            saved = state.get(key, now)  # checkpoints from before a key was recorded: not checked
+            if saved != now:
+                raise DataError(
+                    f"checkpoint data position was saved with {key}={saved}, now {now}: resume with the "
+                    f"same {flags[key]}, or start a new --ckpt-dir"
+                )
         self.position = int(state["position"])

@@ -275,7 +275,10 @@ class Run:
         return int(state["step"])
 
     def maybe_save(self, step: int) -> None:
-        if self.manager is not None and self.cfg.ckpt_every and step % self.cfg.ckpt_every == 0:
+        """Every ``ckpt_every`` steps, and at the last step: a run whose --steps is no multiple of
+        --ckpt-every must not lose its final steps (and a rerun must find it complete)."""
+        every = self.cfg.ckpt_every
+        if self.manager is not None and every and (step % every == 0 or step == self.cfg.steps):
             self.manager.save(step, self.wrapped, self.optimizer, self.train_state(step))
 
 

@@ -108,6 +108,27 @@ def test_rerunning_a_finished_job_says_so(tmp_path, capsys):
     assert rc == 0 and "already past --steps 1: the newest checkpoint is at step 2; nothing to do" in out
 
 
+def test_last_step_is_saved_when_steps_is_no_multiple_of_ckpt_every(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert run_cli(capsys, "--steps", "5", "--ckpt-dir", str(ckpt), "--ckpt-every", "2")[0] == 0
+    assert sorted(p.name for p in ckpt.iterdir() if p.name.startswith("step_")) == [
+        "step_00000002", "step_00000004", "step_00000005"]
+    rc, out, _ = run_cli(capsys, "--steps", "5", "--ckpt-dir", str(ckpt), "--ckpt-every", "2")
+    assert rc == 0 and "already complete at step 5 (--steps 5); nothing to do" in out
+
+
+def test_resume_with_another_batch_size_names_the_flag(tmp_path, capsys):
+    """The data position counts batches: under another batch size it would skip or repeat samples."""
+    ckpt = str(tmp_path / "ckpt")
+    assert run_cli(capsys, "--steps", "2", "--ckpt-dir", ckpt, "--ckpt-every", "2")[0] == 0
+    rc, _, err = run_cli(capsys, "--steps", "4", "--batch-size", "4", "--ckpt-dir", ckpt, "--ckpt-every", "2")
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        "error: checkpoint data position was saved with batch_size=2, now 4: resume with the same --batch-size, "
+        "or start a new --ckpt-dir"
+    ]
+
+
 def test_tokenize_creates_the_output_directory(tmp_path, capsys):
     text = tmp_path / "corpus.txt"
     text.write_text("hello", encoding="utf-8")

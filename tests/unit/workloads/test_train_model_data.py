@@ -108,6 +108,43 @@ def test_resume_with_other_world_size_is_refused():
         loader.load_state_dict({"position": 3, "world_size": 2})
 
 
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        ({"batch_size": 2}, "batch_size=1, now 2: resume with the same --batch-size"),
+        ({"seq_len": 16}, "seq_len=8, now 16: resume with the same --seq-len"),
+        ({"seed": 5}, "seed=0, now 5: resume with the same --seed"),
+    ],
+)
+def test_resume_under_another_data_layout_is_refused(changed, message):
+    settings = {"data": "synthetic", "batch_size": 1, "seq_len": 8, "vocab_size": 256, "seed": 0, "rank": 0,
+                "world_size": 1}
+    saved = BatchLoader(**settings)
+    saved.next_batch()
+    loader = BatchLoader(**{**settings, **changed})
+    with pytest.raises(DataError, match=message):
+        loader.load_state_dict(saved.state_dict())
+
+
+def test_resume_on_other_shards_is_refused_and_moved_shards_resume(tmp_path):
+    first, moved, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d, n in ((first, 400), (moved, 400), (other, 500)):
+        d.mkdir()
+        (d / "text.txt").write_text("x" * n, encoding="utf-8")
+        assert tokenize_main([str(d / "text.txt"), str(d / "data.bin")]) == 0
+    settings = {"batch_size": 1, "seq_len": 8, "vocab_size": 256, "seed": 0, "rank": 0, "world_size": 1}
+    state = BatchLoader(data=str(first), **settings).state_dict()
+    BatchLoader(data=str(moved), **settings).load_state_dict(state)  # same tokens elsewhere: fine
+    with pytest.raises(DataError, match="data_tokens=400, now 500: resume with the same --data"):
+        BatchLoader(data=str(other), **settings).load_state_dict(state)
+
+
+def test_checkpoints_from_before_the_layout_was_recorded_still_resume():
+    loader = BatchLoader(data="synthetic", batch_size=1, seq_len=8, vocab_size=256, seed=0, rank=0, world_size=1)
+    loader.load_state_dict({"position": 3, "world_size": 1})
+    assert loader.position == 3
+
+
 def test_tokenize_byte_fallback_feeds_the_loader(tmp_path, capsys):
     text = tmp_path / "in.txt"
     text.write_text("hello aidc! " * 50, encoding="utf-8")
