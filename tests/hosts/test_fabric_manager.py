@@ -37,15 +37,15 @@ def _nvswitch_expected(host, expect, instance_type) -> bool:
             or _nvl5_expected(host, expect, instance_type))
 
 
-def _fm_packages(host) -> dict[str, str]:
-    query = "dpkg-query -W -f '${Package} ${Version} ${db:Status-Status}\\n' 'nvidia-fabricmanager*'"
+def _installed(host, pattern: str) -> dict[str, str]:
+    query = f"dpkg-query -W -f '${{Package}} ${{Version}} ${{db:Status-Status}}\\n' '{pattern}'"
     out = host.check_output(f"{query} || true")
     rows = (line.split() for line in out.splitlines())
     return {r[0]: r[1] for r in rows if len(r) == 3 and r[2] == "installed"}
 
 
 def test_fabric_manager_exactly_on_nvswitch_systems(host, expect, instance_type_name):
-    packages = _fm_packages(host)
+    packages = _installed(host, "nvidia-fabricmanager*")
     if not _nvswitch_expected(host, expect, instance_type_name):
         assert packages == {}, "fabric manager installed on a host without NVSwitch"
         assert not host.service("nvidia-fabricmanager").is_enabled
@@ -56,6 +56,20 @@ def test_fabric_manager_exactly_on_nvswitch_systems(host, expect, instance_type_
     assert driver and upstream(version) == upstream(driver), f"{name} {version} vs driver {driver}"
     assert name in held_packages(host)
     assert host.service("nvidia-fabricmanager").is_enabled
+
+
+def test_nscq_at_the_driver_version_on_nvswitch_systems(host, expect, instance_type_name):
+    """DCGM reads NVSwitch health through NSCQ, which must match the driver exactly (and stay held)."""
+    packages = _installed(host, "libnvidia-nscq*")
+    if not _nvswitch_expected(host, expect, instance_type_name):
+        # An image may carry NSCQ; the role must not have pinned it where there is no NVSwitch.
+        assert not set(packages) & held_packages(host), f"NSCQ held on a host without NVSwitch: {packages}"
+        return
+    assert len(packages) == 1, f"NVSwitch system needs exactly one libnvidia-nscq package: {packages}"
+    (name, version), = packages.items()
+    driver = installed_version(host, expect.driver_package)
+    assert driver and upstream(version) == upstream(driver), f"{name} {version} vs driver {driver}"
+    assert name in held_packages(host)
 
 
 def test_nvlink_subnet_manager_exactly_on_nvlink5_systems(host, expect, instance_type_name):
@@ -71,6 +85,15 @@ def test_nvlink_subnet_manager_exactly_on_nvlink5_systems(host, expect, instance
     assert "nvlsm" in held_packages(host)
     assert host.file("/opt/nvidia/nvlsm/sbin/nvlsm").is_executable
     assert {"mlx5_ib", "ib_umad"} <= set(host.file(MODULES_LOAD).content_string.split())
+
+
+@pytest.mark.gpu
+def test_fabric_manager_running_on_nvswitch_systems(gpu_host, expect, instance_type_name):
+    """Without fabric manager the GPUs of an NVSwitch system (p4d, p5, p6) never finish initialising:
+    CUDA fails with error 802 "system not yet initialized"."""
+    if not _nvswitch_expected(gpu_host, expect, instance_type_name):
+        pytest.skip("not an NVSwitch system (no NVSwitch on the PCI bus, instance type without NVSwitch)")
+    assert gpu_host.service("nvidia-fabricmanager").is_running
 
 
 def fabric_states(nvidia_smi_q: str) -> list[str]:

@@ -1,14 +1,14 @@
 """A local APT repository standing in for NVIDIA's CUDA repository, for packages Debian lacks.
 
-Same package names and version strings as NVIDIA's repository (cuda-keyring 1.1-1,
-cuda-drivers-<branch>, nvidia-persistenced, nvidia-fabricmanager-<branch>, libnccl2, libnccl-dev,
-datacenter-gpu-manager-4-core and -4-cuda<major>, datacenter-gpu-manager-exporter, nvlsm), signed with a
-throw-away key that the stand-in cuda-keyring installs where the real one puts NVIDIA's key. Every
-pinned package also has a NEWER version next to it, so a missing pin or hold shows up as the wrong
-version installed. Contents are stubs: only names, versions, dependencies and the systemd units are
-real. The same directory also holds stand-in EFA installer tarballs
-(tests/integration/standin_efa.py) and ``standin-vars.yml``, the variables that point the roles at
-them (the installer's sha256).
+Same package names and version strings as NVIDIA's repository (cuda-keyring 1.1-1, cuda-
+drivers-<branch>, nvidia-persistenced, nvidia-fabricmanager-<branch>, libnvidia-nscq-<branch>,
+libnccl2, libnccl-dev, datacenter-gpu-manager-4-core and -4-cuda<major>, datacenter-gpu-manager-
+exporter, nvlsm), signed with a throw-away key that the stand-in cuda-keyring installs where the
+real one puts NVIDIA's key. Every pinned package also has a NEWER version next to it, so a missing
+pin or hold shows up as the wrong version installed. Contents are stubs: only names, versions,
+dependencies and the systemd units are real. The same directory also holds stand-in EFA installer
+tarballs (tests/integration/standin_efa.py) and ``standin-vars.yml``, the variables that point the
+roles at them (the installer's sha256).
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ def driver_packages(branch: str, version: str) -> list[Package]:
                 _unit("NVIDIA fabric manager service",
                       "/usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg"),
         }, executables=("usr/bin/nv-fabricmanager",)),
+        Package(f"libnvidia-nscq-{branch}", full, files={
+            f"usr/lib/x86_64-linux-gnu/libnvidia-nscq.so.{version}": "aidc stand-in repo stub\n",
+        }),
     ]
 
 

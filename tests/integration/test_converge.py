@@ -7,6 +7,8 @@
 4. the testinfra node checks (tests/hosts) pass on them;
 5. new pins (newer driver, NCCL, EFA, DCGM, dcgm-exporter and nvlsm, as a group_vars change would set) move
    the held packages on the stand-in repo host, and the run after that changes nothing;
+5b. an old kernel module still loaded under the newer driver asks for the reboot on every run and
+    keeps fabric manager from being started, until the loaded module is the installed one;
 6. a driver that no package owns stops the driver role before it installs anything;
 7. an EFA installer whose sha256 does not match the pin never runs;
 8. an EFA that came with the image is kept unless efa_replace_preinstalled, then replaced;
@@ -26,6 +28,7 @@ here: those checks skip with their reason.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import selectors
 import signal
@@ -69,6 +72,8 @@ EXPORTER = "datacenter-gpu-manager-exporter"
 DCGM_ENABLE = "dcgm : Enable DCGM's host engine (started where a GPU is present)"
 #: Kill the first run once this task starts: the CUDA source list is written, its index not yet.
 INTERRUPT_AT = "Read the repositories APT has indexed"
+REBOOT_ASK = ("nvidia_driver : Ask for the reboot that loads the installed driver "
+              "(loaded module is not the installed one)")
 
 
 def _assert_converged(report: dict, hosts: list[str]) -> None:
@@ -134,7 +139,8 @@ def test_site_converges_then_reconverges_with_no_changes_on_stand_in_repo(two_ho
     assert {h: second["stats"][h]["changed"] for h in names} == dict.fromkeys(names, 0), (
         f"not idempotent: {changed_tasks(second)}")
     held = set(two_hosts.ssh(two_hosts.hosts[1], "apt-mark showhold").stdout.split())
-    wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{pins['aidc_driver_branch']}",
+    branch = pins["aidc_driver_branch"]
+    wanted = {"cuda-keyring", "libnccl2", "libnccl-dev", f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}",
               "datacenter-gpu-manager-4-core", EXPORTER, "nvlsm"}
     assert wanted <= held, held
     # Host 1 is an NVLink 5 system (fabric_manager_nvl5): mlx5_ib and ib_umad are loaded at boot.
@@ -191,19 +197,44 @@ def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins, 
     _assert_converged(first, [host.name])
     branch = pins["aidc_driver_branch"]
     query = ("dpkg-query -W -f '${Package}=${Version}\\n' libnccl2 nvidia-persistenced datacenter-gpu-manager-4-core "
-             f"{EXPORTER} nvlsm nvidia-fabricmanager-{branch}")
+             f"{EXPORTER} nvlsm nvidia-fabricmanager-{branch} libnvidia-nscq-{branch}")
     versions = dict(line.split("=", 1) for line in two_hosts.ssh(host, query).stdout.split())
     assert versions == {"libnccl2": NEWER_NCCL, "nvidia-persistenced": f"{NEWER_DRIVER}-1",
                         "datacenter-gpu-manager-4-core": NEWER_DCGM, EXPORTER: NEWER_DCGM_EXPORTER,
                         "nvlsm": NEWER_NVLSM,
-                        f"nvidia-fabricmanager-{branch}": f"{NEWER_DRIVER}-1"}, versions
+                        f"nvidia-fabricmanager-{branch}": f"{NEWER_DRIVER}-1",
+                        f"libnvidia-nscq-{branch}": f"{NEWER_DRIVER}-1"}, versions
     held = set(two_hosts.ssh(host, "apt-mark showhold").stdout.split())
     assert {"libnccl2", "libnccl-dev", "datacenter-gpu-manager-4-core", EXPORTER, "nvlsm",
-            f"nvidia-fabricmanager-{branch}"} <= held, held
+            f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"} <= held, held
     assert _efa_version(two_hosts, host) == NEWER_EFA
     again = converge(two_hosts, *new)
     _assert_converged(again, [host.name])
     assert again["stats"][host.name]["changed"] == 0, changed_tasks(again)
+
+
+def test_old_module_still_loaded_asks_for_the_reboot_and_holds_fabric_manager(two_hosts, pins):
+    """5b. Host 1 has the newer driver installed (step 5). A module of the old version still loaded
+    (a run killed after the install, or a declined reboot) must ask for the reboot on every run, and
+    fabric manager, which refuses a mismatched driver, must not be (re)started meanwhile."""
+    host = two_hosts.hosts[1]
+    loaded = "/tmp/aidc-loaded-nvidia-version"  # stands in for /sys/module/nvidia/version
+    args = ["--limit", host.name, "--tags", "nvidia_driver,fabric_manager", "-e", f"aidc_driver_version={NEWER_DRIVER}",
+            "-e", f"aidc_nvlsm_version={NEWER_NVLSM}", "-e", f"_nvidia_driver_loaded_version_file={loaded}"]
+    # As on a GPU host, except for nvlsm's modules, which a container cannot load.
+    start = ["-e", "fabric_manager_start=true", "-e", "fabric_manager_nvl5=false"]
+    two_hosts.ssh(host, f"echo {pins['aidc_driver_version']} > {loaded}")
+    try:
+        stale = converge(two_hosts, *args, *start)
+        _assert_converged(stale, [host.name])
+        assert changed_tasks(stale).get(host.name) == [REBOOT_ASK], changed_tasks(stale)
+        assert "reboot this host" in json.dumps(stale), "the run did not say that a reboot is needed"
+        two_hosts.ssh(host, f"echo {NEWER_DRIVER} > {loaded}")
+        current = converge(two_hosts, *args)
+        _assert_converged(current, [host.name])
+        assert current["stats"][host.name]["changed"] == 0, changed_tasks(current)
+    finally:
+        two_hosts.ssh(host, f"rm -f {loaded}")
 
 
 def test_driver_outside_apt_is_refused_before_any_install(two_hosts):
