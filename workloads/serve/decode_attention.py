@@ -36,6 +36,21 @@ def available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
 
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``): on CPU tensors too."""
+    return triton is not None and bool(triton.knobs.runtime.interpret)
+
+
+def check_usable(attention: str, device: torch.device) -> None:
+    """Refuse ``attention="triton"`` where the kernels cannot run, at start rather than at the
+    first request (the server would start, answer /health, and fail every request)."""
+    if attention == "triton" and not (available(device) or interpreted()):
+        raise ValueError(
+            f"decode_attention='triton' is invalid on device {device.type!r}: the Triton kernels need CUDA "
+            "(or TRITON_INTERPRET=1, the tests' interpreter); allowed auto|sdpa"
+        )
+
+
 def split_size(batch: int, heads: int, max_len: int) -> int:
     """Keys per split: few splits when batch x heads already fills the GPU, more for small batches."""
     splits = max(1, min(math.ceil(TARGET_PROGRAMS / (batch * heads)), math.ceil(max_len / BLOCK_N)))

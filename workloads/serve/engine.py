@@ -20,10 +20,11 @@ from typing import Any, Protocol
 
 import torch
 
+from workloads.serve import decode_attention
 from workloads.serve.config import EngineConfig
 from workloads.serve.models import load_model, resolve_device, resolve_dtype
 from workloads.serve.runner import ModelRunner
-from workloads.serve.sampling import sample
+from workloads.serve.sampling import sample, table_column
 from workloads.serve.sequence import Delta, SamplingParams, Sequence
 
 log = logging.getLogger("aidc.serve")
@@ -67,6 +68,7 @@ class Engine:
     def __init__(self, config: EngineConfig, *, max_waiting: int = 1 << 30, observer: Observer | None = None):
         self.config = config
         device = resolve_device(config.device)
+        decode_attention.check_usable(config.decode_attention, device)  # before loading weights
         loaded = load_model(
             config.model,
             tokenizer=config.tokenizer,
@@ -76,7 +78,7 @@ class Engine:
             seed=config.seed,
         )
         self.hf_model, self.tokenizer, self.model_name = loaded.model, loaded.tokenizer, loaded.name
-        self.eos_token_id = loaded.eos_token_id
+        self.eos_token_ids = loaded.eos_token_ids
         arch_limit = getattr(loaded.model.config, "n_positions", None) or loaded.model.config.max_position_embeddings
         self.max_model_len = min(config.max_model_len or min(arch_limit, 2048), arch_limit)
         self.runner = ModelRunner(
@@ -91,8 +93,10 @@ class Engine:
         self.min_prefill_batch = config.min_prefill_batch or max(1, config.max_batch // 8)
         self._deferred_steps = 0
         self._gen = torch.Generator(device=device).manual_seed(config.seed)
-        self._temps = torch.zeros(config.max_batch, device=device)
-        self._top_p = torch.ones(config.max_batch, device=device)
+        # Per-slot temperature, top_p, top_k, min_p (see sample()): one transfer per admission.
+        # Neutral values in slots never used: padded rows of a bucket must not break sampling.
+        neutral = torch.tensor(table_column(SamplingParams(max_tokens=1)), device=device)
+        self._sampling = neutral[:, None].repeat(1, config.max_batch)
         self._slots: list[Sequence | None] = [None] * config.max_batch
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._aborts: set[Sequence] = set()
@@ -258,8 +262,7 @@ class Engine:
         for seq, slot in zip(batch, slots, strict=True):
             seq.slot, self._slots[slot] = slot, seq
         idx = torch.tensor(slots, device=self.device)
-        self._temps[idx] = torch.tensor([s.params.temperature for s in batch], device=self.device)
-        self._top_p[idx] = torch.tensor([s.params.top_p for s in batch], device=self.device)
+        self._sampling[:, idx] = torch.tensor([table_column(s.params) for s in batch], device=self.device).T
         logits = self.runner.prefill(slots, [s.prompt_ids for s in batch])
         ids = self._select(logits, logits.argmax(-1), idx, any(s.params.temperature > 0 for s in batch))
         self.runner.set_slots(slots, ids, [len(s.prompt_ids) for s in batch])
@@ -270,7 +273,7 @@ class Engine:
     def _select(self, logits: torch.Tensor, greedy: torch.Tensor, rows: Any, sampling: bool) -> torch.Tensor:
         if not sampling:
             return greedy
-        return sample(logits, greedy, self._temps[rows], self._top_p[rows], self._gen)
+        return sample(logits, greedy, self._sampling[:, rows], self._gen)
 
     def _decode(self) -> None:
         active = [s for s in self._slots if s is not None and not s.finished and s.launched < s.params.max_tokens]
@@ -318,7 +321,7 @@ class Engine:
             if self.observer is not None:
                 self.observer.on_first_token(now - seq.t_arrival)
         seq.t_last = now
-        if tok == self.eos_token_id and not seq.params.ignore_eos:
+        if (tok in self.eos_token_ids and not seq.params.ignore_eos) or tok in seq.params.stop_token_ids:
             self._finish(seq, "stop", seq.flush_text(self.tokenizer))
             return
         seq.out_ids.append(tok)
@@ -334,7 +337,7 @@ class Engine:
         seq.finished, seq.finish_reason = True, reason
         if seq.slot is not None and self._slots[seq.slot] is seq:
             self._slots[seq.slot] = None
-        if self.observer is not None and reason != "abort":
+        if self.observer is not None:
             self.observer.on_finish(seq)
         if seq.sink is not None:
             seq.sink(Delta(delta, reason))

@@ -23,36 +23,38 @@ class ByteTokenizer:
 
     eos_token_id = BYTE_EOS
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return list(text.encode("utf-8"))  # no BOS: the byte vocabulary has none
 
     def decode(self, ids: list[int]) -> str:
         # Ids above 255 are special tokens (or unused vocab of a random model): they carry no text.
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return _plain_chat_prompt(messages)
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.encode(_plain_chat_prompt(messages))
 
 
 class HFTokenizer:
-    """A local Hugging Face tokenizer behind the same three methods."""
+    """A local Hugging Face tokenizer behind the same three methods (encode, decode, chat_ids)."""
 
     def __init__(self, path: str) -> None:
         from transformers import AutoTokenizer
 
-        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._tok = _load("tokenizer", path, lambda: AutoTokenizer.from_pretrained(path, local_files_only=True))
         self.eos_token_id = self._tok.eos_token_id
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False))
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``. Raw completion prompts need ``add_special_tokens=True`` (Llama's
+        ``<s>``, as ``tokenizer(prompt)`` and vLLM do); chat-template text already holds them."""
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens))
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        if getattr(self._tok, "chat_template", None):
-            return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return _plain_chat_prompt(messages)
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        if getattr(self._tok, "chat_template", None):  # the template writes BOS itself
+            return self.encode(self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return self.encode(_plain_chat_prompt(messages), add_special_tokens=True)
 
 
 def _plain_chat_prompt(messages: list[dict[str, str]]) -> str:
@@ -66,7 +68,9 @@ class LoadedModel:
     model: Any  # a transformers PreTrainedModel in eval mode on the target device/dtype
     tokenizer: ByteTokenizer | HFTokenizer
     name: str
-    eos_token_id: int | None
+    #: Every end-of-sequence id: the tokenizer's, the config's and generation_config.json's
+    #: (Llama 3 ends turns with <|eot_id|> and text with <|end_of_text|>).
+    eos_token_ids: frozenset[int]
 
 
 def preset_config(name: str) -> Any:
@@ -118,15 +122,17 @@ def load_model(
     """Build a preset with seeded random weights or read a local directory; never downloads."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if tokenizer is not None and not os.path.isdir(tokenizer):
+        raise ValueError(f"tokenizer={tokenizer!r} is invalid: not an existing local directory (nothing is downloaded)")
     if model in PRESETS:
         config = preset_config(model)
         torch.manual_seed(seed)
         hf = AutoModelForCausalLM.from_config(config)
         default_name = model
     elif os.path.isdir(model):
-        config = AutoConfig.from_pretrained(model, local_files_only=True)
+        config = _load("model", model, lambda: AutoConfig.from_pretrained(model, local_files_only=True))
         _check_supported(config.model_type, model)  # before reading gigabytes of weights
-        hf = AutoModelForCausalLM.from_pretrained(model, local_files_only=True)
+        hf = _load("model", model, lambda: AutoModelForCausalLM.from_pretrained(model, local_files_only=True))
         default_name = os.path.basename(os.path.normpath(model))
     else:
         raise ValueError(f"model={model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing local directory")
@@ -136,8 +142,36 @@ def load_model(
     tok: ByteTokenizer | HFTokenizer = HFTokenizer(tok_dir) if tok_dir else ByteTokenizer()
     if isinstance(tok, ByteTokenizer) and config.vocab_size <= BYTE_EOS:
         raise ValueError(f"vocab_size={config.vocab_size} is too small for the byte tokenizer: need >= 257")
-    eos = tok.eos_token_id if tok.eos_token_id is not None else config.eos_token_id
-    return LoadedModel(model=hf, tokenizer=tok, name=served_name or default_name, eos_token_id=eos)
+    eos = end_of_sequence_ids(tok.eos_token_id, config, model if model not in PRESETS else None)
+    return LoadedModel(model=hf, tokenizer=tok, name=served_name or default_name, eos_token_ids=eos)
+
+
+def end_of_sequence_ids(tokenizer_eos: int | None, config: Any, model_dir: str | None) -> frozenset[int]:
+    """The union of the tokenizer's EOS id, ``config.eos_token_id`` and, when ``model_dir`` holds
+    one, ``generation_config.json``'s ``eos_token_id`` (each an int or a list), as HF generate stops."""
+    ids = _as_ids(tokenizer_eos) | _as_ids(getattr(config, "eos_token_id", None))
+    if model_dir is not None and os.path.isfile(os.path.join(model_dir, "generation_config.json")):
+        from transformers import GenerationConfig
+
+        gen = _load("model", model_dir, lambda: GenerationConfig.from_pretrained(model_dir, local_files_only=True))
+        ids |= _as_ids(gen.eos_token_id)
+    return frozenset(ids)
+
+
+def _as_ids(value: int | list[int] | None) -> set[int]:
+    if value is None:
+        return set()
+    return {int(value)} if isinstance(value, int) else {int(v) for v in value}
+
+
+def _load(option: str, path: str, load: Any) -> Any:
+    """Run a transformers loader; its errors (missing files, bad JSON) become one line naming the option."""
+    try:
+        return load()
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        raise ValueError(f"{option}={path!r} could not be loaded: {reason}") from None
 
 
 def _check_supported(model_type: str, model: str) -> None:

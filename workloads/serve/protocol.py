@@ -1,7 +1,9 @@
 """OpenAI-compatible request bodies and error objects.
 
 Field types are strict (``"max_tokens": "10"`` is a 400, as in OpenAI's API, not silently
-coerced); unknown extra fields are accepted and ignored, so newer clients keep working.
+coerced); ``null`` means the default, as OpenAI's schema allows; unknown extra fields are
+accepted and ignored, so newer clients keep working. ``top_k``, ``min_p`` and
+``stop_token_ids`` are vLLM's sampling extensions.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ApiError(Exception):
@@ -60,6 +62,28 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     stream_options: dict[str, Any] | None = None
     ignore_eos: bool = False
+    top_k: int | None = None  # -1, 0 or null: off
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    stop_token_ids: list[int] | None = None
+
+    @field_validator("temperature", "top_p", "n", "stream", "ignore_eos", mode="before")
+    @classmethod
+    def _null_is_default(cls, v: Any, info: ValidationInfo) -> Any:
+        return cls.model_fields[info.field_name].default if v is None else v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int | None) -> int | None:
+        if v is not None and v < -1:
+            raise ValueError(f"top_k must be -1 or 0 (off) or >= 1, got {v}")
+        return v
+
+    @field_validator("stop_token_ids")
+    @classmethod
+    def _stop_ids(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(t < 0 for t in v):
+            raise ValueError("stop_token_ids must hold non-negative token ids")
+        return v
 
     @field_validator("max_tokens")
     @classmethod

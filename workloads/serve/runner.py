@@ -144,6 +144,7 @@ class ModelRunner:
                 f"max_model_len={max_model_len} is invalid for this model: its sliding_window={window} is "
                 f"not implemented by the built-in engine; allowed max_model_len <= {window} (or use vllm)"
             )
+        decode_attention.check_usable(attention, self.device)
         self.max_batch, self.max_len = max_batch, max_model_len
         n_layers = len(self.arch.layers)
         shape = (n_layers, max_batch, self.arch.n_kv, max_model_len, self.arch.head_dim)

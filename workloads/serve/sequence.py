@@ -10,13 +10,20 @@ from typing import Any, NamedTuple
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:
-    """How one request decodes. ``temperature == 0`` is greedy; ``stop`` strings end the text
-    before the first occurrence (the stop string itself is not returned, as in OpenAI's API)."""
+    """How one request decodes. ``temperature == 0`` is greedy; otherwise tokens are sampled
+    from the ``top_k`` most likely (0: all), then the nucleus of mass ``top_p``, then those with
+    at least ``min_p`` times the top probability (vLLM's and HF's order). ``stop`` strings end
+    the text before the first occurrence (the stop string itself is not returned, as in OpenAI's
+    API). ``stop_token_ids`` end it like an end-of-sequence token, also under ``ignore_eos``
+    (vLLM); neither is returned or counted as output."""
 
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
     stop: tuple[str, ...] = ()
+    stop_token_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
 
 

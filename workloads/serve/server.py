@@ -106,7 +106,8 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
             prompt = prompt[0]
-        ids = engine.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        # A raw prompt gets the tokenizer's BOS (Llama's <s>), as tokenizer(prompt) and vLLM give it.
+        ids = engine.tokenizer.encode(prompt, add_special_tokens=True) if isinstance(prompt, str) else list(prompt)
         params = _params(engine, body, len(ids), default_max=16)
         return await _generate(state, request, body, ids, params, chat=False)
 
@@ -118,7 +119,7 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
         _check_model(engine, body.model)
         reject_unsupported(body)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        ids = engine.tokenizer.encode(engine.tokenizer.chat_prompt(messages))
+        ids = engine.tokenizer.chat_ids(messages)
         params = _params(engine, body, len(ids), default_max=None)
         return await _generate(state, request, body, ids, params, chat=True)
 
@@ -148,12 +149,18 @@ def _check_model(engine: Engine, model: str) -> None:
 
 def _params(engine: Engine, body: Any, prompt_len: int, default_max: int | None) -> SamplingParams:
     limit, _ = body.output_limit()
-    max_tokens = limit or default_max or max(1, engine.max_model_len - prompt_len)
+    # Without a client limit, the default never exceeds the room the prompt leaves: a 400 about a
+    # field the client did not send would be a puzzle. (No room at all is still a 400 on prompt.)
+    room = max(1, engine.max_model_len - prompt_len)
+    max_tokens = limit or min(default_max or room, room)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
+        top_k=max(0, body.top_k or 0),
+        min_p=body.min_p or 0.0,
         stop=body.stop_strings(),
+        stop_token_ids=frozenset(body.stop_token_ids or ()),
         ignore_eos=body.ignore_eos,
     )
 

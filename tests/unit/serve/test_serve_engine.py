@@ -78,11 +78,11 @@ def test_sampling_is_seeded_and_top_p_tiny_is_greedy(engine: Engine) -> None:
 def test_eos_stops_and_is_not_returned(engine: Engine) -> None:
     prompt = _prompts(4)[2]
     free = _hf_greedy(engine, prompt, 6)
-    engine.eos_token_id = free[3]
+    engine.eos_token_ids = frozenset({free[3]})
     try:
         out = engine.generate([prompt], SamplingParams(max_tokens=6))
     finally:
-        engine.eos_token_id = 256
+        engine.eos_token_ids = frozenset({256})
     assert out == [free[: free.index(free[3])]]
 
 

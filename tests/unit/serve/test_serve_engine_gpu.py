@@ -65,3 +65,16 @@ def test_bf16_captured_decode_matches_eager_decode(model: str) -> None:
     torch.cuda.synchronize()
     assert runner.use_graphs and (batch, ctx) in runner._graphs
     torch.testing.assert_close(graph, eager, rtol=2e-2, atol=2e-2)
+
+
+def test_captured_path_stops_on_every_eos_id_and_applies_top_k() -> None:
+    """Stops are host-side checks on the tokens read back one step late; top_k runs after the graph."""
+    engine = Engine(EngineConfig(model="tiny-random", device="cuda", dtype="float32", max_batch=4, max_model_len=128))
+    prompt = [7, 300, 42, 9, 120]
+    free = engine.generate([prompt], SamplingParams(max_tokens=16, ignore_eos=True))[0]
+    stop = next(t for i, t in enumerate(free) if i >= 1 and t not in free[:i])
+    engine.eos_token_ids = frozenset({256, stop})
+    outs = engine.generate([prompt] * 3, SamplingParams(max_tokens=16))
+    assert outs == [free[: free.index(stop)]] * 3
+    hot = SamplingParams(max_tokens=16, temperature=1.5, top_k=1, ignore_eos=True)
+    assert engine.generate([prompt] * 3, hot) == [free] * 3
