@@ -207,21 +207,46 @@ def _task(file: str, name: str) -> dict:
     return next(t for t in yaml.safe_load((COMMON_TASKS / file).read_text()) if t["name"] == name)
 
 
-def _templar(variables: dict):
-    """Ansible's own templating (2.19 templates only strings marked trusted, as a play's would be)."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
+_ANSIBLE_EVAL = """
+import json, sys
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 
-    def trusted(value):
-        if isinstance(value, str):
-            return trust_as_template(value)
-        if isinstance(value, dict):
-            return {k: trusted(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [trusted(v) for v in value]
-        return value
+def trusted(value):
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {k: trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [trusted(v) for v in value]
+    return value
 
-    return Templar(loader=DataLoader(), variables=trusted(variables)), trust_as_template
+req = json.load(sys.stdin)
+templar = Templar(loader=DataLoader(), variables=trusted(req["variables"]))
+expr = trust_as_template(req["expr"])
+out = templar.evaluate_conditional(expr) if req["kind"] == "when" else templar.template(expr)
+json.dump(out, sys.stdout)
+"""
+
+
+def _ansible_eval(kind: str, expr: str, variables: dict):
+    """Ansible's own templating (2.19 templates only strings marked trusted, as a play's would be),
+    in a child process: importing ansible patches ``sys.intern`` and ``socket`` process-wide, which
+    breaks torch.compile in later tests of the same session."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _ANSIBLE_EVAL],
+        input=json.dumps({"kind": kind, "expr": expr, "variables": variables}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
 
 
 def test_apt_index_refresh_never_reports_a_change():
@@ -262,8 +287,7 @@ def test_systemd_is_reexecuted_when_any_service_limit_differs(memlock, nofile, l
         "common_nofile_limit": nofile,
         read["register"]: {"stdout_lines": stdout_lines, "stdout": "\n".join(stdout_lines)},
     }
-    templar, trust = _templar(variables)
-    assert templar.evaluate_conditional(trust(task["when"])) is reexec
+    assert _ansible_eval("when", task["when"], variables) is reexec
 
 
 @pytest.mark.parametrize(("hugepages", "state"), [(0, "absent"), ("0", "absent"), (512, "present")])
@@ -275,6 +299,5 @@ def test_zero_hugepages_removes_the_setting_from_the_sysctl_file(hugepages, stat
     )
     assert "when" not in task, "a skipped task leaves an earlier vm.nr_hugepages in the file"
     args = task["ansible.posix.sysctl"]
-    templar, trust = _templar({"common_hugepages": hugepages})
-    assert templar.template(trust(args["state"])) == state
+    assert _ansible_eval("template", args["state"], {"common_hugepages": hugepages}) == state
     assert args["sysctl_file"] == "{{ common_sysctl_file }}"
