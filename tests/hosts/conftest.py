@@ -19,7 +19,7 @@ import pytest
 import yaml
 from jinja2 import StrictUndefined
 from jinja2.nativetypes import NativeEnvironment
-from nodecheck import pci_devices
+from nodecheck import installed_version, pci_devices
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "ansible"
 ROLES = ("common", "nvidia_driver", "fabric_manager", "efa", "nccl", "dcgm")
@@ -159,13 +159,23 @@ def instance_type_name(host, request) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def gpu_host(host):
-    """The host, when it has an NVIDIA GPU on its PCI bus; otherwise the GPU check skips."""
+def gpu_host(host, expect):
+    """The host, when it has an NVIDIA GPU on its PCI bus; otherwise the GPU check skips, except on
+    a host configured as a GPU node (driver installed, nvidia_driver_gpu_present true): there a GPU
+    that fell off the bus must fail the checks, not skip them."""
     gpus = [d for d, cls in pci_devices(host) if d.startswith("0x10de:") and re.match(r"0x030[02]", cls)]
     # Some VMs (Firecracker with a passed-through GPU) may not mirror the device in sysfs: a driver
     # that lists a GPU is proof enough. A GPU on the bus with a broken driver still fails the checks.
     if not gpus and host.run("nvidia-smi -L").stdout.startswith("GPU "):
         return host
-    if not gpus:
-        pytest.skip(f"no NVIDIA GPU on the PCI bus of {host.backend.get_pytest_id()}: GPU checks need one")
-    return host
+    if gpus:
+        return host
+    name = host.backend.get_pytest_id()
+    driver = installed_version(host, expect.driver_package)
+    if driver and expect.flag("nvidia_driver_gpu_present"):
+        pytest.fail(
+            f"{name} has the NVIDIA driver ({expect.driver_package} {driver}) and nvidia_driver_gpu_present "
+            "is true, but no NVIDIA GPU on its PCI bus: a lost GPU (or set nvidia_driver_gpu_present: false "
+            "for a node without one)"
+        )
+    pytest.skip(f"no NVIDIA GPU on the PCI bus of {name}: GPU checks need one")

@@ -5,6 +5,7 @@
 3. a full run converges both hosts (host 0 from fresh, host 1 after the interruption), and a
    second run reports changed=0 on every host;
 4. the testinfra node checks (tests/hosts) pass on them;
+4b. told that they are GPU nodes (nvidia_driver_gpu_present), their GPU checks fail instead of skipping;
 5. new pins (newer driver, NCCL, EFA, DCGM, dcgm-exporter and nvlsm, as a group_vars change would set) move
    the held packages on the stand-in repo host, and the run after that changes nothing;
 5b. an old kernel module still loaded under the newer driver asks for the reboot on every run and
@@ -181,6 +182,26 @@ def test_node_checks_pass_on_converged_hosts_with_stand_in_repo(two_hosts, tmp_p
     assert not unexpected, unexpected
     # 21 checks per host run here (GPU, EFA device, runtime-sysctl, login-limit and clock checks skip).
     assert passed >= 2 * 21, f"only {passed} node checks passed"
+
+
+def test_gpu_checks_fail_on_a_gpu_node_whose_gpus_are_gone(two_hosts, tmp_path):
+    """4b. Driver installed and nvidia_driver_gpu_present true, yet no GPU on the PCI bus (a GPU that
+    fell off the bus): every GPU check must fail with that reason instead of skipping."""
+    junit, extra = tmp_path / "gpu.xml", tmp_path / "gpu-node.yml"
+    extra.write_text("nvidia_driver_gpu_present: true\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/hosts/test_gpu.py", "-p", "no:cacheprovider", "-q",
+         "--hosts=ansible://all", f"--ansible-inventory={two_hosts.inventory_yml}", f"--aidc-extra-vars={extra}",
+         f"--junitxml={junit}", "-o", "addopts="],
+        cwd=REPO, env=ansible_env(two_hosts, callback="ansible.builtin.default"),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert len(cases) >= 2 * 5, len(cases)
+    for case in cases:
+        problem = case.find("error") if case.find("error") is not None else case.find("failure")
+        text = "" if problem is None else problem.get("message", "") + (problem.text or "")
+        assert "a lost GPU" in text, (case.get("name"), text[:500])
 
 
 def test_new_pins_move_the_held_packages_on_stand_in_repo_host(two_hosts, pins, standin_repo):
