@@ -205,7 +205,7 @@ RULES = [
         description="EC2/EKS instance types come from the configured allowlist.",
         remediation="Use a listed type or extend allowedInstanceTypes in the policy config.",
         validator=instance_type_violations,
-        resource_types=(INSTANCE, LAUNCH_TEMPLATE, NODE_GROUP, ASG),
+        resource_types=(*LAUNCHERS, NODE_GROUP, ASG),
         config={
             "allowedInstanceTypes": {
                 "type": "array",

@@ -172,6 +172,15 @@ def test_instance_type_allowlist_patterns_and_node_groups():
     assert ec2.instance_type_violations(LT, {"instanceType": "g6e.48xlarge"}) == []  # catalog default
 
 
+@pytest.mark.parametrize("resource_type", [ec2.LAUNCH_CONFIGURATION, ec2.SPOT_REQUEST])
+def test_instance_type_allowlist_covers_launch_configurations_and_spot_requests(resource_type):
+    """Both launch instances of their own type: the cost guard must see them like an Instance."""
+    rule = next(r for r in ec2.RULES if r.name == "instance-type-allowlist")
+    assert resource_type in rule.resource_types
+    found = ec2.instance_type_violations(resource_type, {"instanceType": "x2iedn.32xlarge"})
+    assert len(found) == 1 and "'x2iedn.32xlarge'" in found[0], found
+
+
 def test_admin_access_attachments_count_as_full_admin():
     admin = "arn:aws:iam::aws:policy/AdministratorAccess"
     attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
