@@ -25,6 +25,7 @@ with open(os.environ["AIDC_SHIM_LOG"], "a") as fh:
 if name == "systemctl" and sys.argv[1] == "show":
     print("ActiveState=" + os.environ.get("AIDC_SHIM_STATE", "inactive"))
     print("SubState=running")
+    print("Description=" + os.environ.get("AIDC_SHIM_DESCRIPTION", ""))
 if name == "journalctl":
     print("2026-11-22T16:00:00+0000 host torchrun[1]: step 30/30 | loss 3.0031")
 """
@@ -41,12 +42,17 @@ def shims(tmp_path):
     return bindir
 
 
-def run_playbook(tmp_path: Path, shims: Path, *extra: str, state: str = "inactive") -> list[dict]:
+def run_playbook(
+    tmp_path: Path, shims: Path, *extra: str, state: str = "inactive", description: str = "", clusters=("", "")
+) -> list[dict]:
     ansible = Path(sys.executable).with_name("ansible-playbook")
     if not ansible.exists():
         pytest.fail(f"{ansible} missing: install the 'ansible' extra (pyproject) into the venv")
     inventory = tmp_path / "hosts.yml"
     hosts = {"node-a": {"ansible_host": "10.0.0.1"}, "node-b": {"ansible_host": "10.0.0.2"}}
+    for host_vars, cluster in zip(hosts.values(), clusters, strict=True):
+        if cluster:  # as inventory/aws_ec2.yml composes it from the aidc:cluster tag
+            host_vars["aidc_cluster"] = cluster
     inventory.write_text(
         json.dumps(
             {
@@ -66,7 +72,8 @@ def run_playbook(tmp_path: Path, shims: Path, *extra: str, state: str = "inactiv
         "train_unit": "gpt-tiny",
         "train_nproc_per_node": 2,
         "train_args": ["--preset", "tiny", "--steps", "30"],
-        "train_env": {"NCCL_DEBUG": "INFO"},
+        "train_env": {"NCCL_DEBUG": "INFO", "AIDC_NOTE": 'say "$HOME" \\ `x`'},
+        "train_env_dir": str(tmp_path / "env"),
         "train_workdir": str(tmp_path),
         "train_logs_dir": str(tmp_path / "logs"),
     }
@@ -75,6 +82,7 @@ def run_playbook(tmp_path: Path, shims: Path, *extra: str, state: str = "inactiv
         "PATH": f"{shims}:{os.environ['PATH']}",
         "AIDC_SHIM_LOG": str(log),
         "AIDC_SHIM_STATE": state,
+        "AIDC_SHIM_DESCRIPTION": description,
         "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
     }
@@ -108,7 +116,13 @@ def test_start_runs_the_same_torchrun_unit_on_every_host(tmp_path, shims):
     argv = runs[0]
     assert runs[0] == runs[1], "every node runs the identical command; c10d assigns ranks"
     assert "--unit=gpt-tiny" in argv and f"--working-directory={tmp_path}" in argv
-    assert "--setenv=NCCL_DEBUG=INFO" in argv and "--property=EnvironmentFile=-/etc/aidc/nccl.env" in argv
+    # The job's environment: a root-only file read after the nccl role's (later files win), not argv.
+    assert not [a for a in argv if a.startswith("--setenv=NCCL") or a.startswith("--setenv=AIDC_NOTE")], argv
+    env_file = tmp_path / "env" / "gpt-tiny.env"
+    files = [a for a in argv if a.startswith("--property=EnvironmentFile=")]
+    assert files == ["--property=EnvironmentFile=-/etc/aidc/nccl.env", f"--property=EnvironmentFile={env_file}"]
+    assert env_file.read_text() == 'AIDC_NOTE="say \\"$HOME\\" \\\\ `x`"\nNCCL_DEBUG="INFO"\n'
+    assert env_file.stat().st_mode & 0o777 == 0o600
     torchrun = argv[argv.index("--") + 1 :]
     assert torchrun == [
         f"{tmp_path}/.venv/bin/torchrun",
@@ -127,9 +141,30 @@ def test_start_runs_the_same_torchrun_unit_on_every_host(tmp_path, shims):
     ]
 
 
-def test_start_is_skipped_while_the_unit_is_active(tmp_path, shims):
-    calls = run_playbook(tmp_path, shims, state="active")
+def _description(calls: list[dict]) -> str:
+    argv = next(c["argv"] for c in calls if c["cmd"] == "systemd-run")
+    return next(a for a in argv if a.startswith("--description=")).split("=", 1)[1]
+
+
+def test_start_is_skipped_while_the_same_job_is_active(tmp_path, shims):
+    description = _description(run_playbook(tmp_path, shims))
+    assert description.startswith("aidc training job gpt-tiny ")
+    calls = run_playbook(tmp_path, shims, state="active", description=description)
     assert not [c for c in calls if c["cmd"] == "systemd-run"]
+
+
+def test_start_fails_while_the_unit_runs_another_job(tmp_path, shims):
+    """Changed arguments must not be dropped silently because a unit of that name still runs."""
+    description = _description(run_playbook(tmp_path, shims))
+    with pytest.raises(AssertionError, match="already running with other arguments"):
+        run_playbook(tmp_path, shims, "-e", '{"train_args": ["--preset", "tiny", "--steps", "60"]}',
+                     state="active", description=description)
+
+
+def test_start_refuses_hosts_of_two_clusters(tmp_path, shims):
+    with pytest.raises(AssertionError, match="hosts must be of one cluster"):
+        run_playbook(tmp_path, shims, clusters=("dev", "p5"))
+    assert len([c for c in run_playbook(tmp_path, shims, clusters=("p5", "p5")) if c["cmd"] == "systemd-run"]) == 2
 
 
 def test_stop_tag_stops_active_units_only(tmp_path, shims):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ansible_run import ANSIBLE, ansible_env, failed_tasks
+from tests.integration.ansible_run import ANSIBLE, ansible_env, changed_tasks, failed_tasks
 from tests.integration.conftest import SHARED_MOUNT, shared_dir_of
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -108,7 +108,13 @@ def test_two_hosts_train_one_job_to_the_end(workload_hosts, tmp_path):
     job = _job(bed, tmp_path, unit, STEPS)
     started = time.monotonic()
     report = _playbook(bed, job)
-    assert {h: s["changed"] for h, s in report["stats"].items()} == {h.name: 1 for h in bed.hosts}
+    starts = {h: [t for t in names if "Start torchrun" in t] for h, names in changed_tasks(report).items()}
+    assert starts == {h.name: ["Start torchrun as a transient systemd unit"] for h in bed.hosts}, starts
+    # The job's environment goes to the unit through a root-only file (not argv, not `systemctl show`).
+    for host in bed.hosts:
+        env_file = f"/run/aidc/{unit}.env"
+        shown = bed.ssh(host, f"stat -c %a {env_file} && cat {env_file}").stdout.split()
+        assert shown == ["600", 'OMP_NUM_THREADS="1"'], shown
 
     _wait_all(bed, unit, lambda s: all(v in ("inactive", "failed") for v in s.values()), "the job to end")
     elapsed = time.monotonic() - started

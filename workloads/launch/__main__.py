@@ -100,7 +100,8 @@ def render(spec: JobSpec, fmt: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    train_args = tuple(a for a in ns.args if a != "--") if ns.args[:1] == ["--"] else tuple(ns.args)
+    # Only the leading separator goes: a "--" further on belongs to the training arguments.
+    train_args = tuple(ns.args[1:]) if ns.args[:1] == ["--"] else tuple(ns.args)
     try:
         spec = JobSpec(
             name=ns.name,

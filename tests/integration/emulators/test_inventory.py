@@ -189,3 +189,6 @@ def test_inventory_file_unchanged_with_its_environment_overrides(aws_endpoint, l
     for instance_id, decl in instances.items():
         for group in (f"pool_{decl['tags'][TAG_POOL]}", f"role_{decl['tags'][TAG_ROLE]}", f"cluster_{cluster}"):
             assert instance_id in _group_ids(inventory, group), group
+    # train.yml refuses hosts of several clusters by this variable.
+    clusters = {_unsafe(h["instance_id"]): _unsafe(h["aidc_cluster"]) for h in inventory["_meta"]["hostvars"].values()}
+    assert {clusters.get(i) for i in instances} == {cluster}

@@ -172,3 +172,9 @@ def test_cli_accepts_fewer_workers_than_gpus_and_cpu_workers_beyond_them(capsys)
         == 0
     )
     assert "--nproc-per-node=4" in capsys.readouterr().out
+
+
+def test_only_the_leading_separator_is_dropped_from_the_training_arguments(capsys):
+    """A later "--" is passed on, so the trainer's own check refuses it instead of it vanishing."""
+    rc, _, err = _run(capsys, "--nodes", "10.0.0.1", "--", "--preset", "tiny", "--", "--steps", "3")
+    assert rc == 2 and "unrecognized arguments: -- --steps 3" in err, err
