@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from tests.unit.serve.tiny_models import save_tiny_decoder
 from workloads.serve.config import EngineConfig
 from workloads.serve.engine import ADMIT_WAIT_STEPS, Engine, EngineOverloaded, RequestError, SamplingParams
 from workloads.serve.sequence import Delta
@@ -166,22 +167,7 @@ def test_zero_queue_still_admits_into_free_slots(engine: Engine) -> None:
 
 @pytest.mark.parametrize("config_name", ["Qwen2Config", "MistralConfig"])
 def test_local_model_directory_of_llama_like_types_matches_hf(tmp_path, config_name: str) -> None:
-    import transformers
-
-    config = getattr(transformers, config_name)(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-        max_position_embeddings=256,
-        bos_token_id=256,
-        eos_token_id=256,
-        sliding_window=None,
-    )
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    save_tiny_decoder(tmp_path, config_name, sliding_window=None)
     engine = Engine(EngineConfig(model=str(tmp_path), max_batch=2, max_model_len=64))
     assert engine.model_name == tmp_path.name
     prompts = _prompts(8)[:3]

@@ -11,6 +11,7 @@ import pytest
 import torch
 import transformers
 
+from tests.unit.serve.tiny_models import save_tiny_decoder
 from workloads.serve.config import EngineConfig
 from workloads.serve.engine import Engine, SamplingParams
 from workloads.serve.metrics import ServeMetrics
@@ -38,19 +39,7 @@ def llama3_like_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int
     """A tiny Llama directory whose generation_config.json lists two EOS ids (as Llama 3 does:
     <|end_of_text|> and <|eot_id|>); config.json names only the first."""
     path = tmp_path_factory.mktemp("llama3")
-    config = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-        max_position_embeddings=256,
-        bos_token_id=256,
-        eos_token_id=256,
-    )
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    save_tiny_decoder(path)
     (path / "generation_config.json").unlink(missing_ok=True)
     probe = Engine(EngineConfig(model=str(path), max_batch=2, max_model_len=64))
     eot = _first_new(_greedy(probe, PROMPT, 12), {256})
